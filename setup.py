@@ -1,0 +1,34 @@
+"""semvlp_jax: SemVLP-style vision-language pre-training in JAX/Flax, TPU first."""
+
+import setuptools
+
+# Ranges tested together (Python 3.11, CPU): see README "Set-up".
+INSTALL_REQUIRES = [
+    'jax>=0.10.2,<0.11',
+    'flax>=0.12.8,<0.13',
+    'optax>=0.2.8,<0.3',
+    'orbax-checkpoint>=0.12.8,<0.13',
+    'ml-collections>=1.1,<2',
+    'sentencepiece>=0.2.3,<0.3',
+    'grain>=0.2.18,<0.3',
+    'tensorflow-datasets>=4.9.10,<5',
+    'numpy>=2.2,<3',
+    'pillow>=11,<14',
+    'tensorboardX>=2.6.2,<3',
+    'absl-py>=2.1,<3',
+]
+
+setuptools.setup(
+    name='semvlp_jax',
+    version='0.1.0',
+    description='SemVLP-style vision-language pre-training in JAX/Flax',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    packages=setuptools.find_packages(include=['semvlp_jax', 'semvlp_jax.*', 'configs']),
+    python_requires='>=3.11',
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        'test': ['pytest>=8.3,<10'],
+        'tpu': ['jax[tpu]>=0.10.2,<0.11'],
+    },
+)
