@@ -12,48 +12,61 @@ import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  del arg
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.total_steps = 1200
-  c.batch_size = 64
-  c.schedule = 'alternate'       # alternate | random | single | two | both | every:N
-  c.p_two_stream = 0.5           # for schedule='random'
-  c.itm_negative_prob = 0.5      # share of pairs whose image is swapped for another in the batch
-  c.eval_every = 400
-  c.eval_batches = 4
-  c.log_every = 100
+    del arg
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.total_steps = 1400
+    c.batch_size = 64
+    c.schedule = 'alternate'  # alternate | random | single | two | both | every:N
+    c.p_two_stream = 0.5  # for schedule='random'
+    c.itm_negative_prob = 0.5  # share of pairs whose image is swapped for another in the batch
+    c.eval_every = 700
+    c.eval_batches = 4
+    c.log_every = 100
 
-  # Which objectives run in each mode, with their loss weights.
-  all_four = {'mlm': 1.0, 'mop': 1.0, 'itm': 1.0, 'qa': 1.0}
-  c.objectives = {'single': dict(all_four), 'two': dict(all_four)}
+    # Which objectives run in each mode, with their loss weights.
+    all_four = {'mlm': 1.0, 'mop': 1.0, 'itm': 1.0, 'qa': 1.0}
+    c.objectives = {'single': dict(all_four), 'two': dict(all_four)}
 
-  c.model = dict(
-      num_layers=4,
-      num_cross_layers=2,        # K: cross-attention in the top K layers (two-stream mode)
-      share_cross_attention=True,
-      hidden_size=128,
-      num_heads=4,
-      mlp_size=512,
-      dropout_rate=0.1,
-      visual_input='regions',
-  )
+    c.model = dict(
+        num_layers=4,
+        num_cross_layers=2,  # K: cross-attention in the top K layers (two-stream mode)
+        share_cross_attention=True,
+        hidden_size=128,
+        num_heads=4,
+        mlp_size=512,
+        dropout_rate=0.1,
+        visual_input='regions',
+    )
 
-  c.optimizer = dict(
-      learning_rate=1e-3, warmup_steps=100, decay='linear', weight_decay=0.01,
-      b1=0.9, b2=0.999, eps=1e-6, grad_clip_norm=1.0)
+    c.optimizer = dict(
+        learning_rate=1e-3,
+        warmup_steps=100,
+        decay='linear',
+        weight_decay=0.01,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-6,
+        grad_clip_norm=1.0,
+    )
 
-  c.data = dict(
-      name='synthetic',
-      seed=0,
-      num_train=100_000,         # scenes are generated on demand, so this costs nothing up front
-      num_val=512,
-      vocab_size=128,            # sentencepiece vocabulary trained on the synthetic captions
-      max_text_len=24,
-      question_fraction=0.3,     # share of pre-training texts that are questions (QA objective)
-      mlm_prob=0.15, max_mlm_predictions=6,
-      mop_prob=0.15, max_mop_predictions=3,
-      num_regions=8, feature_dim=64, min_objects=2, max_objects=5, feature_noise=0.3,
-      reader_threads=2,
-  )
-  return ml_collections.ConfigDict(c)
+    c.data = dict(
+        name='synthetic',
+        seed=0,
+        num_train=20_000,  # scenes are generated on first use and then kept in memory
+        num_val=512,
+        vocab_size=128,  # sentencepiece vocabulary trained on the synthetic captions
+        max_text_len=24,
+        question_fraction=0.2,  # share of pre-training texts that are questions (QA objective)
+        mlm_prob=0.15,
+        max_mlm_predictions=6,
+        mop_prob=0.15,
+        max_mop_predictions=3,
+        num_regions=8,
+        feature_dim=64,
+        min_objects=2,
+        max_objects=5,
+        feature_noise=0.3,
+        reader_threads=2,
+    )
+    return ml_collections.ConfigDict(c)

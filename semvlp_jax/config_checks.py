@@ -15,63 +15,99 @@ from semvlp_jax.optimizer import modes_of
 
 
 class ConfigError(ValueError):
-  """An impossible or unknown config value."""
+    """An impossible or unknown config value."""
 
 
 def _check(condition: bool, message: str) -> None:
-  if not condition:
-    raise ConfigError(message)
+    if not condition:
+        raise ConfigError(message)
 
 
 def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> schedule_lib.Schedule:
-  """Raises ConfigError naming the key; returns the parsed mode schedule."""
-  for key in ('seed', 'total_steps', 'batch_size', 'schedule', 'objectives', 'eval_every',
-              'model', 'optimizer', 'data'):
-    _check(key in config, f'config.{key} is missing')
-  _check(config.total_steps >= 1, f'config.total_steps={config.total_steps} must be >= 1')
-  _check(config.eval_every >= 1, f'config.eval_every={config.eval_every} must be >= 1')
-  _check(config.batch_size >= 2, f'config.batch_size={config.batch_size} must be >= 2 '
-         '(ITM negatives come from other examples of the batch)')
-  _check(config.batch_size % num_devices == 0,
-         f'config.batch_size={config.batch_size} is not divisible by the number of devices '
-         f'({num_devices})')
+    """Raises ConfigError naming the key; returns the parsed mode schedule."""
+    for key in (
+        'seed',
+        'total_steps',
+        'batch_size',
+        'schedule',
+        'objectives',
+        'eval_every',
+        'model',
+        'optimizer',
+        'data',
+    ):
+        _check(key in config, f'config.{key} is missing')
+    _check(config.total_steps >= 1, f'config.total_steps={config.total_steps} must be >= 1')
+    _check(config.eval_every >= 1, f'config.eval_every={config.eval_every} must be >= 1')
+    _check(
+        config.batch_size >= 2,
+        f'config.batch_size={config.batch_size} must be >= 2 '
+        '(ITM negatives come from other examples of the batch)',
+    )
+    _check(
+        config.batch_size % num_devices == 0,
+        f'config.batch_size={config.batch_size} is not divisible by the number of devices '
+        f'({num_devices})',
+    )
 
-  model = config.model
-  _check(model.num_layers >= 1, f'config.model.num_layers={model.num_layers} must be >= 1')
-  _check(1 <= model.num_cross_layers <= model.num_layers,
-         f'config.model.num_cross_layers={model.num_cross_layers} must be in '
-         f'1..config.model.num_layers ({model.num_layers})')
-  _check(model.hidden_size % model.num_heads == 0,
-         f'config.model.hidden_size={model.hidden_size} is not divisible by '
-         f'config.model.num_heads={model.num_heads}')
-  _check(model.visual_input == 'regions',
-         f"config.model.visual_input={model.visual_input!r}; only 'regions' is implemented")
-  _check(0.0 <= model.dropout_rate < 1.0,
-         f'config.model.dropout_rate={model.dropout_rate} must be in [0, 1)')
+    model = config.model
+    _check(model.num_layers >= 1, f'config.model.num_layers={model.num_layers} must be >= 1')
+    _check(
+        1 <= model.num_cross_layers <= model.num_layers,
+        f'config.model.num_cross_layers={model.num_cross_layers} must be in '
+        f'1..config.model.num_layers ({model.num_layers})',
+    )
+    _check(
+        model.hidden_size % model.num_heads == 0,
+        f'config.model.hidden_size={model.hidden_size} is not divisible by '
+        f'config.model.num_heads={model.num_heads}',
+    )
+    _check(
+        model.visual_input == 'regions',
+        f"config.model.visual_input={model.visual_input!r}; only 'regions' is implemented",
+    )
+    _check(
+        0.0 <= model.dropout_rate < 1.0,
+        f'config.model.dropout_rate={model.dropout_rate} must be in [0, 1)',
+    )
 
-  try:
-    schedule = schedule_lib.parse(config.schedule, p_two_stream=config.get('p_two_stream', 0.5),
-                                  seed=config.seed)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+    try:
+        schedule = schedule_lib.parse(
+            config.schedule, p_two_stream=config.get('p_two_stream', 0.5), seed=config.seed
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
-  for mode, weights in config.objectives.items():
-    _check(mode in MODES, f'config.objectives.{mode}: unknown mode {mode!r}; expected one of {MODES}')
-    for name, weight in weights.items():
-      _check(name in objectives_lib.OBJECTIVES,
-             f'config.objectives.{mode}.{name}: unknown objective {name!r}; registered: '
-             f'{sorted(objectives_lib.OBJECTIVES)}')
-      _check(weight >= 0, f'config.objectives.{mode}.{name}={weight} must be >= 0')
-  for step_mode in schedule.modes:
-    for mode in modes_of(step_mode):
-      _check(bool(config.objectives.get(mode)),
-             f'config.schedule={config.schedule!r} runs mode {mode!r} but config.objectives.{mode} '
-             'lists no objective')
+    for mode, weights in config.objectives.items():
+        _check(
+            mode in MODES,
+            f'config.objectives.{mode}: unknown mode {mode!r}; expected one of {MODES}',
+        )
+        for name, weight in weights.items():
+            _check(
+                name in objectives_lib.OBJECTIVES,
+                f'config.objectives.{mode}.{name}: unknown objective {name!r}; registered: '
+                f'{sorted(objectives_lib.OBJECTIVES)}',
+            )
+            _check(weight >= 0, f'config.objectives.{mode}.{name}={weight} must be >= 0')
+    for step_mode in schedule.modes:
+        for mode in modes_of(step_mode):
+            _check(
+                bool(config.objectives.get(mode)),
+                f'config.schedule={config.schedule!r} runs mode {mode!r} but config.objectives.{mode} '
+                'lists no objective',
+            )
 
-  _check(config.optimizer.decay in ('linear', 'cosine'),
-         f"config.optimizer.decay={config.optimizer.decay!r}; expected 'linear' or 'cosine'")
-  _check(config.optimizer.learning_rate > 0,
-         f'config.optimizer.learning_rate={config.optimizer.learning_rate} must be > 0')
-  _check(config.data.name == 'synthetic',
-         f"config.data.name={config.data.name!r}; only 'synthetic' is available")
-  return schedule
+    _check(
+        config.optimizer.decay in ('linear', 'cosine'),
+        f"config.optimizer.decay={config.optimizer.decay!r}; expected 'linear' or 'cosine'",
+    )
+    _check(
+        config.optimizer.learning_rate > 0,
+        f'config.optimizer.learning_rate={config.optimizer.learning_rate} must be > 0',
+    )
+    _check(
+        config.data.name == 'synthetic',
+        f"config.data.name={config.data.name!r}; only 'synthetic' is available",
+    )
+    return schedule

@@ -5,63 +5,63 @@ from __future__ import annotations
 import collections
 import pathlib
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import tensorboardX
 
 
 class Progress:
-  """Steps/s and ETA over the steps since the last report (compile time is not averaged in)."""
+    """Steps/s and ETA over the steps since the last report (compile time is not averaged in)."""
 
-  def __init__(self, total_steps: int, first_step: int = 0):
-    self.total_steps = total_steps
-    self._last_step, self._last_time = first_step, time.perf_counter()
+    def __init__(self, total_steps: int, first_step: int = 0):
+        self.total_steps = total_steps
+        self._last_step, self._last_time = first_step, time.perf_counter()
 
-  def report(self, step: int) -> str:
-    now = time.perf_counter()
-    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
-    self._last_step, self._last_time = step, now
-    eta = (self.total_steps - step) / max(rate, 1e-9)
-    return f'{rate:.2f} steps/s, ETA {format_seconds(eta)}'
+    def report(self, step: int) -> str:
+        now = time.perf_counter()
+        rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+        self._last_step, self._last_time = step, now
+        eta = (self.total_steps - step) / max(rate, 1e-9)
+        return f'{rate:.2f} steps/s, ETA {format_seconds(eta)}'
 
 
 def format_seconds(seconds: float) -> str:
-  minutes, seconds = divmod(int(round(seconds)), 60)
-  hours, minutes = divmod(minutes, 60)
-  return f'{hours}h{minutes:02d}m{seconds:02d}s' if hours else f'{minutes}m{seconds:02d}s'
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f'{hours}h{minutes:02d}m{seconds:02d}s' if hours else f'{minutes}m{seconds:02d}s'
 
 
 class MetricAverager:
-  """Averages each metric over the steps that reported it (modes alternate, so counts differ)."""
+    """Averages each metric over the steps that reported it (modes alternate, so counts differ)."""
 
-  def __init__(self):
-    self._sums = collections.defaultdict(float)
-    self._counts = collections.defaultdict(int)
+    def __init__(self):
+        self._sums = collections.defaultdict(float)
+        self._counts = collections.defaultdict(int)
 
-  def add(self, metrics: Mapping[str, float]) -> None:
-    for key, value in metrics.items():
-      self._sums[key] += float(value)
-      self._counts[key] += 1
+    def add(self, metrics: Mapping[str, float]) -> None:
+        for key, value in metrics.items():
+            self._sums[key] += float(value)
+            self._counts[key] += 1
 
-  def pop(self) -> dict[str, float]:
-    means = {k: self._sums[k] / self._counts[k] for k in self._sums}
-    self._sums.clear()
-    self._counts.clear()
-    return means
+    def pop(self) -> dict[str, float]:
+        means = {k: self._sums[k] / self._counts[k] for k in self._sums}
+        self._sums.clear()
+        self._counts.clear()
+        return means
 
 
 class SummaryWriter:
-  """Scalar summaries under WORKDIR/tensorboard (no TensorFlow needed)."""
+    """Scalar summaries under WORKDIR/tensorboard (no TensorFlow needed)."""
 
-  def __init__(self, workdir: str | pathlib.Path):
-    self._writer = tensorboardX.SummaryWriter(str(pathlib.Path(workdir) / 'tensorboard'))
+    def __init__(self, workdir: str | pathlib.Path):
+        self._writer = tensorboardX.SummaryWriter(str(pathlib.Path(workdir) / 'tensorboard'))
 
-  def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
-    for key, value in metrics.items():
-      if np.isscalar(value) or np.ndim(value) == 0:
-        self._writer.add_scalar(key, float(value), step)
-    self._writer.flush()
+    def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
+        for key, value in metrics.items():
+            if np.isscalar(value) or np.ndim(value) == 0:
+                self._writer.add_scalar(key, float(value), step)
+        self._writer.flush()
 
-  def close(self) -> None:
-    self._writer.close()
+    def close(self) -> None:
+        self._writer.close()

@@ -23,42 +23,44 @@ SCHEDULES = ('alternate', 'random', 'single', 'two', 'both', 'every:N')
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-  kind: str
-  period: int = 1
-  p_two_stream: float = 0.5
-  seed: int = 0
+    kind: str
+    period: int = 1
+    p_two_stream: float = 0.5
+    seed: int = 0
 
-  def mode(self, step: int) -> str:
-    if self.kind in ('single', 'two', 'both'):
-      return self.kind
-    if self.kind == 'alternate':
-      return ('single', 'two')[step % 2]
-    if self.kind == 'every':
-      return ('single', 'two')[(step // self.period) % 2]
-    if self.kind == 'random':
-      draw = np.random.default_rng((self.seed, step)).random()
-      return 'two' if draw < self.p_two_stream else 'single'
-    raise AssertionError(self.kind)
+    def mode(self, step: int) -> str:
+        if self.kind in ('single', 'two', 'both'):
+            return self.kind
+        if self.kind == 'alternate':
+            return ('single', 'two')[step % 2]
+        if self.kind == 'every':
+            return ('single', 'two')[(step // self.period) % 2]
+        if self.kind == 'random':
+            draw = np.random.default_rng((self.seed, step)).random()
+            return 'two' if draw < self.p_two_stream else 'single'
+        raise AssertionError(self.kind)
 
-  @property
-  def modes(self) -> tuple[str, ...]:
-    """The train-step modes this schedule can produce (one compiled program each)."""
-    if self.kind in ('single', 'two', 'both'):
-      return (self.kind,)
-    if self.kind == 'random' and self.p_two_stream in (0.0, 1.0):
-      return ('two',) if self.p_two_stream == 1.0 else ('single',)
-    return ('single', 'two')
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The train-step modes this schedule can produce (one compiled program each)."""
+        if self.kind in ('single', 'two', 'both'):
+            return (self.kind,)
+        if self.kind == 'random' and self.p_two_stream in (0.0, 1.0):
+            return ('two',) if self.p_two_stream == 1.0 else ('single',)
+        return ('single', 'two')
 
 
 def parse(spec: str, *, p_two_stream: float = 0.5, seed: int = 0) -> Schedule:
-  """Parses `config.schedule`; raises ValueError naming the key for anything unknown."""
-  if spec in ('alternate', 'random', 'single', 'two', 'both'):
-    if spec == 'random' and not 0.0 <= p_two_stream <= 1.0:
-      raise ValueError(f'config.p_two_stream={p_two_stream} must be in [0, 1]')
-    return Schedule(spec, p_two_stream=p_two_stream, seed=seed)
-  if spec.startswith('every:'):
-    period = spec.removeprefix('every:')
-    if not period.isdigit() or int(period) < 1:
-      raise ValueError(f"config.schedule={spec!r}: 'every:N' needs a positive integer N")
-    return Schedule('every', period=int(period))
-  raise ValueError(f'config.schedule={spec!r} is not a known schedule; expected one of {SCHEDULES}')
+    """Parses `config.schedule`; raises ValueError naming the key for anything unknown."""
+    if spec in ('alternate', 'random', 'single', 'two', 'both'):
+        if spec == 'random' and not 0.0 <= p_two_stream <= 1.0:
+            raise ValueError(f'config.p_two_stream={p_two_stream} must be in [0, 1]')
+        return Schedule(spec, p_two_stream=p_two_stream, seed=seed)
+    if spec.startswith('every:'):
+        period = spec.removeprefix('every:')
+        if not period.isdigit() or int(period) < 1:
+            raise ValueError(f"config.schedule={spec!r}: 'every:N' needs a positive integer N")
+        return Schedule('every', period=int(period))
+    raise ValueError(
+        f'config.schedule={spec!r} is not a known schedule; expected one of {SCHEDULES}'
+    )

@@ -2,8 +2,9 @@
 
 import os
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8').strip()
+os.environ['XLA_FLAGS'] = (
+    os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
+).strip()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -14,28 +15,30 @@ from semvlp_jax.data import pipeline  # noqa: E402
 
 
 def tiny_config():
-  """The demo config shrunk so one compile + a few steps take seconds on a CPU."""
-  config = demo.get_config()
-  config.total_steps = 40
-  config.batch_size = 8
-  config.eval_batches = 1
-  config.log_every = 10
-  config.eval_every = 1000
-  config.model.update(num_layers=3, num_cross_layers=1, hidden_size=32, num_heads=2, mlp_size=64,
-                      dropout_rate=0.0)
-  config.optimizer.update(learning_rate=3e-3, warmup_steps=0)
-  config.data.update(num_train=64, num_val=16, max_text_len=20)
-  return config
+    """The demo config shrunk so one compile + a few steps take seconds on a CPU."""
+    config = demo.get_config()
+    config.total_steps = 40
+    config.batch_size = 8
+    config.eval_batches = 1
+    config.log_every = 10
+    config.eval_every = 1000
+    config.model.update(
+        num_layers=3, num_cross_layers=1, hidden_size=32, num_heads=2, mlp_size=64, dropout_rate=0.0
+    )
+    config.optimizer.update(learning_rate=3e-3, warmup_steps=0)
+    config.data.update(num_train=64, num_val=16, max_text_len=20)
+    return config
 
 
 @pytest.fixture(scope='session')
 def tiny_data(tmp_path_factory):
-  """Real synthetic pre-training input (trained tokenizer, masking) at batch size 8."""
-  config = tiny_config()
-  return pipeline.synthetic_pretraining(config.data, tmp_path_factory.mktemp('data'),
-                                        batch_size=config.batch_size, seed=0)
+    """Real synthetic pre-training input (trained tokenizer, masking) at batch size 8."""
+    config = tiny_config()
+    return pipeline.synthetic_pretraining(
+        config.data, tmp_path_factory.mktemp('data'), batch_size=config.batch_size, seed=0
+    )
 
 
 @pytest.fixture(scope='session')
 def tiny_batch(tiny_data):
-  return jax.tree.map(np.asarray, next(iter(tiny_data.val)))
+    return jax.tree.map(np.asarray, next(iter(tiny_data.val)))

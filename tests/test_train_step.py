@@ -6,114 +6,157 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from semvlp_jax import train
+from semvlp_jax import objectives, train
 from semvlp_jax.optimizer import parameter_groups
 from semvlp_jax.train_step import IMAGE_FIELDS, make_itm_pairs, train_step
 from tests.conftest import tiny_config
 
 
 def jitted_step(config, graphdef, optimizer):
-  return jax.jit(functools.partial(
-      train_step, graphdef=graphdef, optimizer=optimizer, objectives=config.objectives.to_dict(),
-      itm_negative_prob=config.itm_negative_prob), static_argnames='mode')
+    return jax.jit(
+        functools.partial(
+            train_step,
+            graphdef=graphdef,
+            optimizer=optimizer,
+            objectives=config.objectives.to_dict(),
+            itm_negative_prob=config.itm_negative_prob,
+        ),
+        static_argnames='mode',
+    )
 
 
 def test_itm_pairs_swap_half_the_images_for_another_example_of_the_batch():
-  size = 64
-  batch = {'text_ids': jnp.arange(size)[:, None] * jnp.ones((1, 3), jnp.int32),
-           'region_features': jnp.arange(size, dtype=jnp.float32)[:, None, None] * jnp.ones((1, 2, 4)),
-           'mop_weights': jnp.arange(size, dtype=jnp.float32)[:, None]}
-  swapped_total = 0
-  for seed in range(20):
-    paired = make_itm_pairs(batch, jax.random.key(seed), negative_prob=0.5)
-    owner = np.asarray(paired['region_features'][:, 0, 0]).astype(int)
-    matched = np.asarray(paired['is_matched']).astype(bool)
-    np.testing.assert_array_equal(owner[matched], np.arange(size)[matched])
-    assert (owner[~matched] != np.arange(size)[~matched]).all(), 'a negative kept its own image'
-    # Every image field moves together with the image; text stays.
-    np.testing.assert_array_equal(np.asarray(paired['mop_weights'][:, 0]).astype(int), owner)
-    np.testing.assert_array_equal(paired['text_ids'], batch['text_ids'])
-    swapped_total += (~matched).sum()
-  assert abs(swapped_total / (20 * size) - 0.5) < 0.05
-  assert set(IMAGE_FIELDS) >= {'region_features', 'mop_weights'}
+    size = 64
+    batch = {
+        'text_ids': jnp.arange(size)[:, None] * jnp.ones((1, 3), jnp.int32),
+        'region_features': jnp.arange(size, dtype=jnp.float32)[:, None, None] * jnp.ones((1, 2, 4)),
+        'mop_weights': jnp.arange(size, dtype=jnp.float32)[:, None],
+    }
+    swapped_total = 0
+    for seed in range(20):
+        paired = make_itm_pairs(batch, jax.random.key(seed), negative_prob=0.5)
+        owner = np.asarray(paired['region_features'][:, 0, 0]).astype(int)
+        matched = np.asarray(paired['is_matched']).astype(bool)
+        np.testing.assert_array_equal(owner[matched], np.arange(size)[matched])
+        assert (owner[~matched] != np.arange(size)[~matched]).all(), 'a negative kept its own image'
+        # Every image field moves together with the image; text stays.
+        np.testing.assert_array_equal(np.asarray(paired['mop_weights'][:, 0]).astype(int), owner)
+        np.testing.assert_array_equal(paired['text_ids'], batch['text_ids'])
+        swapped_total += (~matched).sum()
+    assert abs(swapped_total / (20 * size) - 0.5) < 0.05
+    assert set(IMAGE_FIELDS) >= {'region_features', 'mop_weights'}
 
 
 def test_itm_negatives_are_spread_over_the_batch():
-  size = 16
-  batch = {'text_ids': jnp.zeros((size, 2), jnp.int32),
-           'region_features': jnp.arange(size, dtype=jnp.float32)[:, None, None]}
-  partners = set()
-  for seed in range(50):
-    paired = make_itm_pairs(batch, jax.random.key(seed), negative_prob=1.0)
-    owner = np.asarray(paired['region_features'][0, 0, 0]).astype(int)
-    partners.add(int(owner))
-  assert partners == set(range(1, size))
+    size = 16
+    batch = {
+        'text_ids': jnp.zeros((size, 2), jnp.int32),
+        'region_features': jnp.arange(size, dtype=jnp.float32)[:, None, None],
+    }
+    partners = set()
+    for seed in range(50):
+        paired = make_itm_pairs(batch, jax.random.key(seed), negative_prob=1.0)
+        owner = np.asarray(paired['region_features'][0, 0, 0]).astype(int)
+        partners.add(int(owner))
+    assert partners == set(range(1, size))
 
 
 @pytest.fixture(scope='module')
 def setup(tiny_data):
-  config = tiny_config()
-  graphdef, optimizer, state = train.create_model_and_state(config, tiny_data.dims)
-  return config, graphdef, optimizer, state
+    config = tiny_config()
+    graphdef, optimizer, state = train.create_model_and_state(config, tiny_data.dims)
+    return config, graphdef, optimizer, state
 
 
 def leaves_by_group(tree, groups, group):
-  return [x for g, x in zip(jax.tree.leaves(groups), jax.tree.leaves(tree)) if g == group]
+    return [x for g, x in zip(jax.tree.leaves(groups), jax.tree.leaves(tree)) if g == group]
 
 
 def test_single_stream_step_leaves_cross_attention_and_its_adam_state_bit_identical(
-    setup, tiny_batch):
-  config, graphdef, optimizer, state = setup
-  groups = optimizer.groups
-  assert set(jax.tree.leaves(groups)) == {'single+two', 'two'}
-  step = jitted_step(config, graphdef, optimizer)
-  before = jax.device_get(state)
+    setup, tiny_batch
+):
+    config, graphdef, optimizer, state = setup
+    groups = optimizer.groups
+    assert set(jax.tree.leaves(groups)) == {'single+two', 'two'}
+    step = jitted_step(config, graphdef, optimizer)
+    before = jax.device_get(state)
 
-  after, _ = step(state, tiny_batch, mode='single')
-  after = jax.device_get(after)
-  cross_before = leaves_by_group(before.params, groups, 'two')
-  cross_after = leaves_by_group(after.params, groups, 'two')
-  for a, b in zip(cross_before, cross_after):
-    np.testing.assert_array_equal(a, b)
-  inner_before = before.opt_state[1].inner_states['two']
-  inner_after = after.opt_state[1].inner_states['two']
-  for a, b in zip(jax.tree.leaves(inner_before), jax.tree.leaves(inner_after)):
-    np.testing.assert_array_equal(a, b)  # moments and step count
-  # The shared weights did move, and their Adam count advanced.
-  shared_changed = [not np.array_equal(a, b) for a, b in zip(
-      leaves_by_group(before.params, groups, 'single+two'),
-      leaves_by_group(after.params, groups, 'single+two'))]
-  assert all(shared_changed)
-  assert after.opt_state[1].inner_states['single+two'].inner_state[0].count == 1
+    after, _ = step(state, tiny_batch, mode='single')
+    after = jax.device_get(after)
+    cross_before = leaves_by_group(before.params, groups, 'two')
+    cross_after = leaves_by_group(after.params, groups, 'two')
+    for a, b in zip(cross_before, cross_after):
+        np.testing.assert_array_equal(a, b)
+    inner_before = before.opt_state[1].inner_states['two']
+    inner_after = after.opt_state[1].inner_states['two']
+    for a, b in zip(jax.tree.leaves(inner_before), jax.tree.leaves(inner_after)):
+        np.testing.assert_array_equal(a, b)  # moments and step count
+    # The shared weights did move, and their Adam count advanced.
+    shared_changed = [
+        not np.array_equal(a, b)
+        for a, b in zip(
+            leaves_by_group(before.params, groups, 'single+two'),
+            leaves_by_group(after.params, groups, 'single+two'),
+        )
+    ]
+    assert all(shared_changed)
+    assert after.opt_state[1].inner_states['single+two'].inner_state[0].count == 1
 
-  # A two-stream step then updates the cross-attention parameters for the first time.
-  after_two, _ = step(jax.device_put(after), tiny_batch, mode='two')
-  after_two = jax.device_get(after_two)
-  assert all(not np.array_equal(a, b) for a, b in zip(
-      cross_after, leaves_by_group(after_two.params, groups, 'two')))
-  assert after_two.opt_state[1].inner_states['two'].inner_state[0].count == 1
-  assert int(after_two.step) == 2
+    # A two-stream step then updates the cross-attention parameters for the first time.
+    after_two, _ = step(jax.device_put(after), tiny_batch, mode='two')
+    after_two = jax.device_get(after_two)
+    assert all(
+        not np.array_equal(a, b)
+        for a, b in zip(cross_after, leaves_by_group(after_two.params, groups, 'two'))
+    )
+    assert after_two.opt_state[1].inner_states['two'].inner_state[0].count == 1
+    assert int(after_two.step) == 2
 
 
 def test_heads_of_objectives_missing_from_a_mode_are_grouped_with_that_mode(setup):
-  config, _, _, state = setup
-  objectives = {'single': {'mlm': 1.0}, 'two': {'mlm': 1.0, 'itm': 1.0}}
-  groups = parameter_groups(state.params, objectives)
-  assert set(jax.tree.leaves(groups['matching_head'])) == {'two'}
-  assert set(jax.tree.leaves(groups['mlm_head'])) == {'single+two'}
-  assert set(jax.tree.leaves(groups['answer_head'])) == {'unused'}
+    config, _, _, state = setup
+    objectives = {'single': {'mlm': 1.0}, 'two': {'mlm': 1.0, 'itm': 1.0}}
+    groups = parameter_groups(state.params, objectives)
+    assert set(jax.tree.leaves(groups['matching_head'])) == {'two'}
+    assert set(jax.tree.leaves(groups['mlm_head'])) == {'single+two'}
+    assert set(jax.tree.leaves(groups['answer_head'])) == {'unused'}
 
 
 @pytest.mark.parametrize('mode', ['single', 'two', 'both'])
 def test_overfits_a_fixed_tiny_batch(setup, tiny_batch, mode):
-  config, graphdef, optimizer, state = setup
-  step = jitted_step(config, graphdef, optimizer)
-  losses = []
-  for _ in range(40):
-    state, metrics = step(state, tiny_batch, mode=mode)
-    losses.append(sum(float(v) for k, v in metrics.items() if k.endswith('/loss')))
-  assert np.isfinite(losses).all()
-  assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
-  mlm_key = 'two/mlm_accuracy' if mode == 'two' else 'single/mlm_accuracy'
-  assert float(metrics[mlm_key]) > 0.8
+    config, graphdef, optimizer, state = setup
+    step = jitted_step(config, graphdef, optimizer)
+    losses = []
+    for _ in range(40):
+        state, metrics = step(state, tiny_batch, mode=mode)
+        losses.append(sum(float(v) for k, v in metrics.items() if k.endswith('/loss')))
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
+    mlm_key = 'two/mlm_accuracy' if mode == 'two' else 'single/mlm_accuracy'
+    assert float(metrics[mlm_key]) > 0.8
+
+
+def test_itm_scores_captions_only_and_qa_matched_questions_only(setup, tiny_batch):
+    _, graphdef, _, state = setup
+    model = nnx.merge(graphdef, state.params)
+    encoded = model(tiny_batch, mode='single')
+    size = tiny_batch['text_ids'].shape[0]
+    half = np.arange(size) < size // 2
+
+    def objective_loss(name, is_question, is_matched):
+        batch = dict(
+            tiny_batch,
+            is_question=is_question.astype(np.int32),
+            is_matched=is_matched.astype(np.int32),
+        )
+        return float(objectives.get(name).fn(model, encoded, batch)[0])
+
+    everything = objective_loss('itm', np.zeros(size), half)
+    assert everything > 0
+    assert objective_loss('itm', np.ones(size), half) == 0.0  # all questions: no ITM signal
+    # QA: questions on their own image count; mismatched ones and captions do not.
+    assert objective_loss('qa', np.ones(size), np.zeros(size)) == 0.0
+    assert objective_loss('qa', np.zeros(size), np.ones(size)) == 0.0
+    assert objective_loss('qa', np.ones(size), np.ones(size)) > 0

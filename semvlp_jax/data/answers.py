@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -13,13 +13,13 @@ SOFT_SCORES = (0.0, 0.3, 0.6, 0.9, 1.0)
 
 
 def soft_score(count: int) -> float:
-  return SOFT_SCORES[min(count, 4)]
+    return SOFT_SCORES[min(count, 4)]
 
 
 def answer_scores(answers: Sequence[str], vocabulary: dict[str, int]) -> np.ndarray:
-  """[len(vocabulary)] float32 target scores; answers outside the vocabulary are dropped."""
-  scores = np.zeros(len(vocabulary), np.float32)
-  for answer, count in collections.Counter(answers).items():
-    if answer in vocabulary:
-      scores[vocabulary[answer]] = soft_score(count)
-  return scores
+    """[len(vocabulary)] float32 target scores; answers outside the vocabulary are dropped."""
+    scores = np.zeros(len(vocabulary), np.float32)
+    for answer, count in collections.Counter(answers).items():
+        if answer in vocabulary:
+            scores[vocabulary[answer]] = soft_score(count)
+    return scores

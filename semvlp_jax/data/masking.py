@@ -16,61 +16,77 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Masked:
-  """values: the input with masking applied; positions/weights [max_predictions]; targets are
-  the original values at `positions` ([max_predictions] ids or [max_predictions, dim] features)."""
-  values: np.ndarray
-  positions: np.ndarray
-  targets: np.ndarray
-  weights: np.ndarray
+    """values: the input with masking applied; positions/weights [max_predictions]; targets are
+    the original values at `positions` ([max_predictions] ids or [max_predictions, dim] features)."""
+
+    values: np.ndarray
+    positions: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
 
 
-def _choose(eligible: np.ndarray, prob: float, max_predictions: int,
-            rng: np.random.Generator) -> np.ndarray:
-  """Indices chosen with probability `prob` among eligible ones, at most max_predictions."""
-  chosen = np.flatnonzero(eligible & (rng.random(eligible.shape) < prob))
-  if len(chosen) > max_predictions:
-    chosen = np.sort(rng.choice(chosen, max_predictions, replace=False))
-  return chosen
+def _choose(
+    eligible: np.ndarray, prob: float, max_predictions: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Indices chosen with probability `prob` among eligible ones, at most max_predictions."""
+    chosen = np.flatnonzero(eligible & (rng.random(eligible.shape) < prob))
+    if len(chosen) > max_predictions:
+        chosen = np.sort(rng.choice(chosen, max_predictions, replace=False))
+    return chosen
 
 
 def _slots(chosen: np.ndarray, max_predictions: int) -> tuple[np.ndarray, np.ndarray]:
-  positions = np.zeros(max_predictions, np.int32)
-  weights = np.zeros(max_predictions, np.float32)
-  positions[:len(chosen)] = chosen
-  weights[:len(chosen)] = 1.0
-  return positions, weights
+    positions = np.zeros(max_predictions, np.int32)
+    weights = np.zeros(max_predictions, np.float32)
+    positions[: len(chosen)] = chosen
+    weights[: len(chosen)] = 1.0
+    return positions, weights
 
 
-def mask_tokens(ids: np.ndarray, eligible: np.ndarray, rng: np.random.Generator, *, mask_id: int,
-                random_ids: np.ndarray, prob: float, max_predictions: int) -> Masked:
-  """ids [len] int; eligible [len] bool (False for special and padding tokens).
+def mask_tokens(
+    ids: np.ndarray,
+    eligible: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    mask_id: int,
+    random_ids: np.ndarray,
+    prob: float,
+    max_predictions: int,
+) -> Masked:
+    """ids [len] int; eligible [len] bool (False for special and padding tokens).
 
-  random_ids: the ids a random replacement is drawn from (ordinary, non-special tokens).
-  """
-  chosen = _choose(eligible, prob, max_predictions, rng)
-  masked = ids.copy()
-  action = rng.random(len(chosen))
-  to_mask = chosen[action < 0.8]
-  to_random = chosen[(action >= 0.8) & (action < 0.9)]
-  masked[to_mask] = mask_id
-  masked[to_random] = rng.choice(random_ids, len(to_random))
-  positions, weights = _slots(chosen, max_predictions)
-  targets = np.where(weights > 0, ids[positions], 0).astype(np.int32)
-  return Masked(masked, positions, targets, weights)
+    random_ids: the ids a random replacement is drawn from (ordinary, non-special tokens).
+    """
+    chosen = _choose(eligible, prob, max_predictions, rng)
+    masked = ids.copy()
+    action = rng.random(len(chosen))
+    to_mask = chosen[action < 0.8]
+    to_random = chosen[(action >= 0.8) & (action < 0.9)]
+    masked[to_mask] = mask_id
+    masked[to_random] = rng.choice(random_ids, len(to_random))
+    positions, weights = _slots(chosen, max_predictions)
+    targets = np.where(weights > 0, ids[positions], 0).astype(np.int32)
+    return Masked(masked, positions, targets, weights)
 
 
-def mask_regions(features: np.ndarray, region_mask: np.ndarray, rng: np.random.Generator, *,
-                 prob: float, max_predictions: int) -> Masked:
-  """features [regions, dim]; region_mask [regions] bool (True for real regions)."""
-  real = np.flatnonzero(region_mask)
-  chosen = _choose(region_mask.astype(bool), prob, max_predictions, rng)
-  masked = features.copy()
-  action = rng.random(len(chosen))
-  masked[chosen[action < 0.8]] = 0.0
-  for i in chosen[(action >= 0.8) & (action < 0.9)]:
-    others = real[real != i]
-    if len(others):
-      masked[i] = features[rng.choice(others)]
-  positions, weights = _slots(chosen, max_predictions)
-  targets = features[positions] * weights[:, None]
-  return Masked(masked, positions, targets.astype(np.float32), weights)
+def mask_regions(
+    features: np.ndarray,
+    region_mask: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    prob: float,
+    max_predictions: int,
+) -> Masked:
+    """features [regions, dim]; region_mask [regions] bool (True for real regions)."""
+    real = np.flatnonzero(region_mask)
+    chosen = _choose(region_mask.astype(bool), prob, max_predictions, rng)
+    masked = features.copy()
+    action = rng.random(len(chosen))
+    masked[chosen[action < 0.8]] = 0.0
+    for i in chosen[(action >= 0.8) & (action < 0.9)]:
+        others = real[real != i]
+        if len(others):
+            masked[i] = features[rng.choice(others)]
+    positions, weights = _slots(chosen, max_predictions)
+    targets = features[positions] * weights[:, None]
+    return Masked(masked, positions, targets.astype(np.float32), weights)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import grain
 import ml_collections
@@ -26,104 +26,168 @@ TOKENIZER_CORPUS_SCENES = 2000
 
 @dataclasses.dataclass(frozen=True)
 class TextEncoder:
-  """[CLS] pieces [SEP] padded to max_len; pieces beyond max_len - 2 are truncated."""
-  tokenizer: Tokenizer
-  max_len: int
+    """[CLS] pieces [SEP] padded to max_len; pieces beyond max_len - 2 are truncated."""
 
-  def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-    t = self.tokenizer
-    pieces = t.encode(text)[:self.max_len - 2]
-    ids = np.full(self.max_len, t.pad_id, np.int32)
-    ids[:len(pieces) + 2] = [t.cls_id, *pieces, t.sep_id]
-    mask = np.zeros(self.max_len, np.int32)
-    mask[:len(pieces) + 2] = 1
-    return ids, mask
+    tokenizer: Tokenizer
+    max_len: int
+
+    def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        t = self.tokenizer
+        pieces = t.encode(text)[: self.max_len - 2]
+        ids = np.full(self.max_len, t.pad_id, np.int32)
+        ids[: len(pieces) + 2] = [t.cls_id, *pieces, t.sep_id]
+        mask = np.zeros(self.max_len, np.int32)
+        mask[: len(pieces) + 2] = 1
+        return ids, mask
 
 
 class PretrainingExample:
-  """grain random-map transform: scene dict + rng -> one pre-training example (numpy arrays)."""
+    """grain random-map transform: scene dict + rng -> one pre-training example (numpy arrays)."""
 
-  def __init__(self, tokenizer: Tokenizer, answers: Sequence[str], config: ml_collections.ConfigDict):
-    self.encode = TextEncoder(tokenizer, config.max_text_len)
-    self.config = config
-    self.mask_id = tokenizer.mask_id
-    self.special_ids = np.array(sorted(tokenizer.special_ids))
-    self.random_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), self.special_ids)
-    self.answer_index = {a: i for i, a in enumerate(answers)}
+    def __init__(
+        self, tokenizer: Tokenizer, answers: Sequence[str], config: ml_collections.ConfigDict
+    ):
+        self.encode = TextEncoder(tokenizer, config.max_text_len)
+        self.config = config
+        self.mask_id = tokenizer.mask_id
+        self.special_ids = np.array(sorted(tokenizer.special_ids))
+        self.random_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), self.special_ids)
+        self.answer_index = {a: i for i, a in enumerate(answers)}
 
-  def __call__(self, scene: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    c = self.config
-    is_question = rng.random() < c.question_fraction and len(scene['questions']) > 0
-    if is_question:
-      question = scene['questions'][rng.integers(len(scene['questions']))]
-      text, scores = question['question'], answer_scores(question['answers'], self.answer_index)
-    else:
-      text = scene['captions'][rng.integers(len(scene['captions']))]
-      scores = np.zeros(len(self.answer_index), np.float32)
+    def __call__(self, scene: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        c = self.config
+        is_question = rng.random() < c.question_fraction and len(scene['questions']) > 0
+        if is_question:
+            question = scene['questions'][rng.integers(len(scene['questions']))]
+            text, scores = (
+                question['question'],
+                answer_scores(question['answers'], self.answer_index),
+            )
+        else:
+            text = scene['captions'][rng.integers(len(scene['captions']))]
+            scores = np.zeros(len(self.answer_index), np.float32)
 
-    ids, text_mask = self.encode(text)
-    eligible = text_mask.astype(bool) & ~np.isin(ids, self.special_ids)
-    words = masking.mask_tokens(ids, eligible, rng, mask_id=self.mask_id, random_ids=self.random_ids,
-                                prob=c.mlm_prob, max_predictions=c.max_mlm_predictions)
-    region_mask = scene['region_mask'].astype(bool)
-    regions = masking.mask_regions(scene['region_features'], region_mask, rng, prob=c.mop_prob,
-                                   max_predictions=c.max_mop_predictions)
-    return {
-        'text_ids': words.values, 'text_mask': text_mask,
-        'mlm_positions': words.positions, 'mlm_targets': words.targets,
-        'mlm_weights': words.weights,
-        'region_features': regions.values.astype(np.float32),
-        'region_boxes': scene['region_boxes'].astype(np.float32),
-        'region_mask': region_mask.astype(np.int32),
-        'mop_positions': regions.positions, 'mop_features': regions.targets,
-        'mop_object_labels': _at(scene['object_labels'], regions),
-        'mop_attribute_labels': _at(scene['attribute_labels'], regions),
-        'mop_weights': regions.weights,
-        'is_question': np.int32(is_question), 'answer_scores': scores,
-    }
+        ids, text_mask = self.encode(text)
+        eligible = text_mask.astype(bool) & ~np.isin(ids, self.special_ids)
+        words = masking.mask_tokens(
+            ids,
+            eligible,
+            rng,
+            mask_id=self.mask_id,
+            random_ids=self.random_ids,
+            prob=c.mlm_prob,
+            max_predictions=c.max_mlm_predictions,
+        )
+        region_mask = scene['region_mask'].astype(bool)
+        regions = masking.mask_regions(
+            scene['region_features'],
+            region_mask,
+            rng,
+            prob=c.mop_prob,
+            max_predictions=c.max_mop_predictions,
+        )
+        return {
+            'text_ids': words.values,
+            'text_mask': text_mask,
+            'mlm_positions': words.positions,
+            'mlm_targets': words.targets,
+            'mlm_weights': words.weights,
+            'region_features': regions.values.astype(np.float32),
+            'region_boxes': scene['region_boxes'].astype(np.float32),
+            'region_mask': region_mask.astype(np.int32),
+            'mop_positions': regions.positions,
+            'mop_features': regions.targets,
+            'mop_object_labels': _at(scene['object_labels'], regions),
+            'mop_attribute_labels': _at(scene['attribute_labels'], regions),
+            'mop_weights': regions.weights,
+            'is_question': np.int32(is_question),
+            'answer_scores': scores,
+        }
 
 
 def _at(labels: np.ndarray, masked: masking.Masked) -> np.ndarray:
-  return np.where(masked.weights > 0, labels[masked.positions], -1).astype(np.int32)
+    return np.where(masked.weights > 0, labels[masked.positions], -1).astype(np.int32)
+
+
+class CachedScenes:
+    """Keeps every scene once generated, so epochs after the first skip scene generation.
+
+    Generating a synthetic scene costs more than turning it into an example; a split of 20k
+    scenes takes about 60 MB.
+    """
+
+    def __init__(self, scenes: synthetic.SyntheticScenes):
+        self._scenes = scenes
+        self._cache: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self._scenes)
+
+    def __getitem__(self, index: int) -> dict:
+        scene = self._cache.get(index)
+        if scene is None:
+            scene = self._cache[index] = self._scenes[index]
+        return scene
 
 
 @dataclasses.dataclass
 class PretrainingData:
-  train: Iterator[dict[str, np.ndarray]]
-  val: list[dict[str, np.ndarray]]  # fixed batches: the same examples and masks at every eval
-  dims: DataDims
-  tokenizer: Tokenizer
+    train: Iterator[dict[str, np.ndarray]]
+    val: list[dict[str, np.ndarray]]  # fixed batches: the same examples and masks at every eval
+    dims: DataDims
+    tokenizer: Tokenizer
 
 
 def synthetic_config(data: ml_collections.ConfigDict) -> synthetic.SyntheticConfig:
-  return synthetic.SyntheticConfig(
-      seed=data.seed, num_regions=data.num_regions, feature_dim=data.feature_dim,
-      min_objects=data.min_objects, max_objects=data.max_objects,
-      feature_noise=data.feature_noise, render_pixels=False)
+    return synthetic.SyntheticConfig(
+        seed=data.seed,
+        num_regions=data.num_regions,
+        feature_dim=data.feature_dim,
+        min_objects=data.min_objects,
+        max_objects=data.max_objects,
+        feature_noise=data.feature_noise,
+        render_pixels=False,
+    )
 
 
-def synthetic_pretraining(data: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-                          *, batch_size: int, seed: int) -> PretrainingData:
-  """The embedded synthetic dataset (`config.data`) as pre-training input.
+def synthetic_pretraining(
+    data: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, batch_size: int, seed: int
+) -> PretrainingData:
+    """The embedded synthetic dataset (`config.data`) as pre-training input.
 
-  The tokenizer is trained on the synthetic captions at first use and cached in workdir.
-  """
-  scenes_config = synthetic_config(data)
-  tokenizer = load_or_train_sentencepiece(
-      pathlib.Path(workdir) / 'tokenizer' / 'synthetic.model',
-      lambda: synthetic.caption_corpus(scenes_config, TOKENIZER_CORPUS_SCENES),
-      vocab_size=data.vocab_size)
-  to_example = PretrainingExample(tokenizer, synthetic.ANSWERS, data)
+    The tokenizer is trained on the synthetic captions at first use and cached in workdir.
+    """
+    scenes_config = synthetic_config(data)
+    tokenizer = load_or_train_sentencepiece(
+        pathlib.Path(workdir) / 'tokenizer' / 'synthetic.model',
+        lambda: synthetic.caption_corpus(scenes_config, TOKENIZER_CORPUS_SCENES),
+        vocab_size=data.vocab_size,
+    )
+    to_example = PretrainingExample(tokenizer, synthetic.ANSWERS, data)
 
-  train = (grain.MapDataset.source(synthetic.SyntheticScenes(scenes_config, 'train', data.num_train))
-           .shuffle(seed=seed).repeat().random_map(to_example, seed=seed)
-           .batch(batch_size, drop_remainder=True))
-  val = (grain.MapDataset.source(synthetic.SyntheticScenes(scenes_config, 'val', data.num_val))
-         .random_map(to_example, seed=seed + 1).batch(batch_size, drop_remainder=True))
-  read = grain.ReadOptions(num_threads=data.reader_threads, prefetch_buffer_size=4)
-  dims = DataDims(
-      vocab_size=tokenizer.vocab_size, max_text_len=data.max_text_len,
-      visual_feature_dim=data.feature_dim, num_object_labels=len(synthetic.SHAPES),
-      num_attribute_labels=len(synthetic.COLOURS), num_answers=len(synthetic.ANSWERS))
-  return PretrainingData(train=iter(train.to_iter_dataset(read)), val=list(val), dims=dims,
-                         tokenizer=tokenizer)
+    train = (
+        grain.MapDataset.source(
+            CachedScenes(synthetic.SyntheticScenes(scenes_config, 'train', data.num_train))
+        )
+        .shuffle(seed=seed)
+        .repeat()
+        .random_map(to_example, seed=seed)
+        .batch(batch_size, drop_remainder=True)
+    )
+    val = (
+        grain.MapDataset.source(synthetic.SyntheticScenes(scenes_config, 'val', data.num_val))
+        .random_map(to_example, seed=seed + 1)
+        .batch(batch_size, drop_remainder=True)
+    )
+    read = grain.ReadOptions(num_threads=data.reader_threads, prefetch_buffer_size=4)
+    dims = DataDims(
+        vocab_size=tokenizer.vocab_size,
+        max_text_len=data.max_text_len,
+        visual_feature_dim=data.feature_dim,
+        num_object_labels=len(synthetic.SHAPES),
+        num_attribute_labels=len(synthetic.COLOURS),
+        num_answers=len(synthetic.ANSWERS),
+    )
+    return PretrainingData(
+        train=iter(train.to_iter_dataset(read)), val=list(val), dims=dims, tokenizer=tokenizer
+    )

@@ -22,29 +22,49 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
-COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
-SIZES: tuple[str, ...] = ("small", "large")
-RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+SHAPES: tuple[str, ...] = ('circle', 'square', 'triangle', 'diamond', 'cross')
+COLOURS: tuple[str, ...] = ('red', 'green', 'blue', 'yellow', 'purple', 'orange')
+SIZES: tuple[str, ...] = ('small', 'large')
+RELATIONS: tuple[str, ...] = ('left of', 'right of', 'above', 'below')
+SPLITS: tuple[str, ...] = ('train', 'val', 'test')
 SPLIT_ID: dict[str, int] = {split: split_id for split_id, split in enumerate(SPLITS)}
 # Numbers are digits, as the VQA evaluator normalises them.
-ANSWERS: tuple[str, ...] = ("yes", "no", *(str(n) for n in range(10)), *COLOURS, *SHAPES)
+ANSWERS: tuple[str, ...] = ('yes', 'no', *(str(n) for n in range(10)), *COLOURS, *SHAPES)
 
-PLURALS: dict[str, str] = {shape: shape + "es" if shape.endswith("s") else shape + "s"
-                           for shape in SHAPES}
+PLURALS: dict[str, str] = {
+    shape: shape + 'es' if shape.endswith('s') else shape + 's' for shape in SHAPES
+}
 # Captions spell numbers out; answers use digits.
-NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven",
-                                 "eight", "nine")
-OPPOSITE_RELATION: dict[str, str] = {"left of": "right of", "right of": "left of",
-                                     "above": "below", "below": "above"}
+NUMBER_WORDS: tuple[str, ...] = (
+    'zero',
+    'one',
+    'two',
+    'three',
+    'four',
+    'five',
+    'six',
+    'seven',
+    'eight',
+    'nine',
+)
+OPPOSITE_RELATION: dict[str, str] = {
+    'left of': 'right of',
+    'right of': 'left of',
+    'above': 'below',
+    'below': 'above',
+}
 COLOUR_RGB: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
-    "yellow": (240, 210, 40), "purple": (140, 60, 180), "orange": (245, 140, 30)}
+    'red': (220, 40, 40),
+    'green': (40, 170, 60),
+    'blue': (40, 80, 220),
+    'yellow': (240, 210, 40),
+    'purple': (140, 60, 180),
+    'orange': (245, 140, 30),
+}
 BACKGROUND_RGB: tuple[int, int, int] = (235, 235, 235)
 
 # Box side lengths (normalised) per size; the gap between the ranges keeps sizes unambiguous.
-SIDE_RANGE: dict[str, tuple[float, float]] = {"small": (0.13, 0.17), "large": (0.22, 0.27)}
+SIDE_RANGE: dict[str, tuple[float, float]] = {'small': (0.13, 0.17), 'large': (0.22, 0.27)}
 # Empty space kept between any two boxes, so shapes never touch or overlap.
 MIN_GAP = 0.02
 # A relation holds only when centres differ by more than this (normalised), so that stated
@@ -79,24 +99,33 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            ("seed", self.seed >= 0, "must be >= 0"),
-            ("num_regions", self.num_regions >= 2, "must be >= 2"),
-            ("feature_dim", self.feature_dim > POSITION_DIMS + 4,
-             f"must be > {POSITION_DIMS + 4} (the last {POSITION_DIMS} dims hold the box)"),
-            ("image_size", self.image_size >= 16, "must be >= 16 pixels to draw small shapes"),
+            ('seed', self.seed >= 0, 'must be >= 0'),
+            ('num_regions', self.num_regions >= 2, 'must be >= 2'),
+            (
+                'feature_dim',
+                self.feature_dim > POSITION_DIMS + 4,
+                f'must be > {POSITION_DIMS + 4} (the last {POSITION_DIMS} dims hold the box)',
+            ),
+            ('image_size', self.image_size >= 16, 'must be >= 16 pixels to draw small shapes'),
             # A relation question needs two objects.
-            ("min_objects", 2 <= self.min_objects <= self.max_objects,
-             f"must be in [2, max_objects={self.max_objects}]"),
+            (
+                'min_objects',
+                2 <= self.min_objects <= self.max_objects,
+                f'must be in [2, max_objects={self.max_objects}]',
+            ),
             # Counts are answered with one digit.
-            ("max_objects", self.max_objects <= min(self.num_regions, 9),
-             f"must be <= num_regions={self.num_regions} and <= 9"),
-            ("feature_noise", self.feature_noise >= 0, "must be >= 0"),
-            ("captions_per_scene", self.captions_per_scene >= 1, "must be >= 1"),
-            ("annotator_accuracy", 0 <= self.annotator_accuracy <= 1, "must be in [0, 1]"),
+            (
+                'max_objects',
+                self.max_objects <= min(self.num_regions, 9),
+                f'must be <= num_regions={self.num_regions} and <= 9',
+            ),
+            ('feature_noise', self.feature_noise >= 0, 'must be >= 0'),
+            ('captions_per_scene', self.captions_per_scene >= 1, 'must be >= 1'),
+            ('annotator_accuracy', 0 <= self.annotator_accuracy <= 1, 'must be in [0, 1]'),
         ]
         for field, ok, requirement in checks:
             if not ok:
-                raise ValueError(f"SyntheticConfig.{field}={getattr(self, field)!r} {requirement}")
+                raise ValueError(f'SyntheticConfig.{field}={getattr(self, field)!r} {requirement}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +165,8 @@ def detector_codes(feature_dim: int) -> DetectorCodes:
     codes = DetectorCodes(
         shapes=rng.standard_normal((len(SHAPES), code_dim)).astype(np.float32),
         colours=rng.standard_normal((len(COLOURS), code_dim)).astype(np.float32),
-        size_direction=rng.standard_normal(code_dim).astype(np.float32))
+        size_direction=rng.standard_normal(code_dim).astype(np.float32),
+    )
     for array in dataclasses.astuple(codes):
         array.flags.writeable = False  # shared by every scene through the cache
     return codes
@@ -160,9 +190,9 @@ class SyntheticScenes:
 
     def __init__(self, config: SyntheticConfig, split: str, size: int):
         if split not in SPLIT_ID:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+            raise ValueError(f'unknown split {split!r}; expected one of {SPLITS}')
         if not 0 <= size <= IMAGE_ID_STRIDE:
-            raise ValueError(f"split size {size} must be in [0, {IMAGE_ID_STRIDE}]")
+            raise ValueError(f'split size {size} must be in [0, {IMAGE_ID_STRIDE}]')
         self.config = config
         self.split = split
         self.size = size
@@ -172,67 +202,70 @@ class SyntheticScenes:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.size:
-            raise IndexError(f"index {index} out of range for {self.split} split of {self.size}")
+            raise IndexError(f'index {index} out of range for {self.split} split of {self.size}')
         index = int(index)
         config = self.config
         rng = np.random.default_rng((config.seed, SPLIT_ID[self.split], index))
         objects = _sample_objects(rng, config.min_objects, config.max_objects)
         # Rows in random order, so that the row of an object tells nothing about it.
         rows = rng.permutation(len(objects))
-        scene: dict[str, Any] = {"image_id": SPLIT_ID[self.split] * IMAGE_ID_STRIDE + index}
+        scene: dict[str, Any] = {'image_id': SPLIT_ID[self.split] * IMAGE_ID_STRIDE + index}
         if config.render_pixels:
-            scene["pixels"] = render(objects, config.image_size)
+            scene['pixels'] = render(objects, config.image_size)
         scene.update(_region_arrays(rng, [objects[row] for row in rows], config))
-        scene["captions"] = _captions(rng, objects, config.captions_per_scene)
-        scene["questions"] = _questions(rng, objects, config.annotator_accuracy)
+        scene['captions'] = _captions(rng, objects, config.captions_per_scene)
+        scene['questions'] = _questions(rng, objects, config.annotator_accuracy)
         return scene
 
 
 def caption_corpus(config: SyntheticConfig, size: int) -> Iterator[str]:
     """Captions and questions of the first ``size`` train scenes (text for tokenizer training)."""
-    scenes = SyntheticScenes(dataclasses.replace(config, render_pixels=False), "train", size)
+    scenes = SyntheticScenes(dataclasses.replace(config, render_pixels=False), 'train', size)
     for index in range(len(scenes)):
         scene = scenes[index]
-        yield from scene["captions"]
-        yield from (question["question"] for question in scene["questions"])
+        yield from scene['captions']
+        yield from (question['question'] for question in scene['questions'])
 
 
 def render(objects: Sequence[SceneObject], image_size: int) -> np.ndarray:
     """Draws the objects filling their boxes; returns uint8 [image_size, image_size, 3]."""
-    image = Image.new("RGB", (image_size, image_size), BACKGROUND_RGB)
+    image = Image.new('RGB', (image_size, image_size), BACKGROUND_RGB)
     draw = ImageDraw.Draw(image)
     for obj in objects:
         x1, y1, x2, y2 = (round(v * image_size) for v in obj.box)
         x2, y2 = x2 - 1, y2 - 1  # PIL boxes include their last pixel
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         fill = COLOUR_RGB[obj.colour]
-        if obj.shape == "circle":
+        if obj.shape == 'circle':
             draw.ellipse((x1, y1, x2, y2), fill=fill)
-        elif obj.shape == "square":
+        elif obj.shape == 'square':
             draw.rectangle((x1, y1, x2, y2), fill=fill)
-        elif obj.shape == "triangle":
+        elif obj.shape == 'triangle':
             draw.polygon([(cx, y1), (x2, y2), (x1, y2)], fill=fill)
-        elif obj.shape == "diamond":
+        elif obj.shape == 'diamond':
             draw.polygon([(cx, y1), (x2, cy), (cx, y2), (x1, cy)], fill=fill)
-        elif obj.shape == "cross":
+        elif obj.shape == 'cross':
             half_bar = (x2 - x1) / 6
             draw.rectangle((x1, cy - half_bar, x2, cy + half_bar), fill=fill)
             draw.rectangle((cx - half_bar, y1, cx + half_bar, y2), fill=fill)
         else:
-            raise ValueError(f"unknown shape {obj.shape!r}")
+            raise ValueError(f'unknown shape {obj.shape!r}')
     return np.asarray(image, dtype=np.uint8)
 
 
 # --- Scene layout ---------------------------------------------------------------------------
 
 
-def _sample_objects(rng: np.random.Generator, min_objects: int,
-                    max_objects: int) -> list[SceneObject]:
+def _sample_objects(
+    rng: np.random.Generator, min_objects: int, max_objects: int
+) -> list[SceneObject]:
     num_objects = int(rng.integers(min_objects, max_objects + 1))
     placed = _place_boxes(rng, [SIZES[i] for i in rng.integers(len(SIZES), size=num_objects)])
     shapes, colours = _sample_shapes_and_colours(rng, [size for size, _ in placed])
-    return [SceneObject(shape, colour, size, box)
-            for (size, box), shape, colour in zip(placed, shapes, colours)]
+    return [
+        SceneObject(shape, colour, size, box)
+        for (size, box), shape, colour in zip(placed, shapes, colours)
+    ]
 
 
 def _place_boxes(rng: np.random.Generator, sizes: list[str]) -> list[tuple[str, Box]]:
@@ -243,7 +276,7 @@ def _place_boxes(rng: np.random.Generator, sizes: list[str]) -> list[tuple[str, 
     """
     placed: list[tuple[str, Box]] = []
     for size in sizes:
-        for candidate_size in dict.fromkeys((size, "small")):
+        for candidate_size in dict.fromkeys((size, 'small')):
             box = _try_place(rng, candidate_size, [box for _, box in placed])
             if box is not None:
                 placed.append((candidate_size, box))
@@ -264,12 +297,17 @@ def _try_place(rng: np.random.Generator, size: str, others: list[Box]) -> Box | 
 
 
 def _separated(a: Box, b: Box) -> bool:
-    return (a[2] + MIN_GAP <= b[0] or b[2] + MIN_GAP <= a[0]
-            or a[3] + MIN_GAP <= b[1] or b[3] + MIN_GAP <= a[1])
+    return (
+        a[2] + MIN_GAP <= b[0]
+        or b[2] + MIN_GAP <= a[0]
+        or a[3] + MIN_GAP <= b[1]
+        or b[3] + MIN_GAP <= a[1]
+    )
 
 
-def _sample_shapes_and_colours(rng: np.random.Generator,
-                               sizes: list[str]) -> tuple[list[str], list[str]]:
+def _sample_shapes_and_colours(
+    rng: np.random.Generator, sizes: list[str]
+) -> tuple[list[str], list[str]]:
     """Shapes and colours, resampled until (1) no two objects share size, colour and shape, so
     "the large red circle" always names one object, and (2) some shape occurs exactly once, so a
     colour question can be asked about it.
@@ -290,16 +328,21 @@ def _sample_shapes_and_colours(rng: np.random.Generator,
 def _relations(a: SceneObject, b: SceneObject) -> list[str]:
     """Relations that clearly hold for "a <relation> b", from centres and RELATION_MARGIN."""
     (ax, ay), (bx, by) = a.centre, b.centre
-    holds = {"left of": bx - ax > RELATION_MARGIN, "right of": ax - bx > RELATION_MARGIN,
-             "above": by - ay > RELATION_MARGIN, "below": ay - by > RELATION_MARGIN}
+    holds = {
+        'left of': bx - ax > RELATION_MARGIN,
+        'right of': ax - bx > RELATION_MARGIN,
+        'above': by - ay > RELATION_MARGIN,
+        'below': ay - by > RELATION_MARGIN,
+    }
     return [relation for relation in RELATIONS if holds[relation]]
 
 
 # --- Region features ------------------------------------------------------------------------
 
 
-def _region_arrays(rng: np.random.Generator, objects: list[SceneObject],
-                   config: SyntheticConfig) -> dict[str, np.ndarray]:
+def _region_arrays(
+    rng: np.random.Generator, objects: list[SceneObject], config: SyntheticConfig
+) -> dict[str, np.ndarray]:
     """Region arrays with one row per object (in the given order), zero-padded to num_regions."""
     rows, num_objects = config.num_regions, len(objects)
     codes = detector_codes(config.feature_dim)
@@ -318,27 +361,36 @@ def _region_arrays(rng: np.random.Generator, objects: list[SceneObject],
         codes.shapes[object_labels[:num_objects]]
         + codes.colours[attribute_labels[:num_objects]]
         # Scaled so that small and large objects differ by about one code's magnitude.
-        + (sides / SIDE_RANGE["large"][1])[:, None] * codes.size_direction)
+        + (sides / SIDE_RANGE['large'][1])[:, None] * codes.size_direction
+    )
     features[:num_objects, -POSITION_DIMS:] = np.concatenate(
-        [centres, real_boxes[:, 2:] - real_boxes[:, :2]], axis=1)
+        [centres, real_boxes[:, 2:] - real_boxes[:, :2]], axis=1
+    )
     features[:num_objects] += config.feature_noise * rng.standard_normal(
-        (num_objects, config.feature_dim), dtype=np.float32)
+        (num_objects, config.feature_dim), dtype=np.float32
+    )
     mask = np.arange(rows) < num_objects
-    return {"region_features": features, "region_boxes": boxes, "region_mask": mask,
-            "object_labels": object_labels, "attribute_labels": attribute_labels}
+    return {
+        'region_features': features,
+        'region_boxes': boxes,
+        'region_mask': mask,
+        'object_labels': object_labels,
+        'attribute_labels': attribute_labels,
+    }
 
 
 # --- Captions -------------------------------------------------------------------------------
 
 
 def _with_article(words: list[str]) -> str:
-    article = "an" if words[0][0] in "aeiou" else "a"
-    return " ".join([article, *words])
+    article = 'an' if words[0][0] in 'aeiou' else 'a'
+    return ' '.join([article, *words])
 
 
-def _noun_phrase(rng: np.random.Generator, obj: SceneObject,
-                 colour_probability: float = 0.8) -> str:
-    """"a small red circle", with size and colour each sometimes left out (still true)."""
+def _noun_phrase(
+    rng: np.random.Generator, obj: SceneObject, colour_probability: float = 0.8
+) -> str:
+    """ "a small red circle", with size and colour each sometimes left out (still true)."""
     keep_size, keep_colour = rng.random(2) < (0.4, colour_probability)
     words = ([obj.size] if keep_size else []) + ([obj.colour] if keep_colour else []) + [obj.shape]
     return _with_article(words)
@@ -348,12 +400,12 @@ def _relation_caption(rng: np.random.Generator, objects: list[SceneObject]) -> s
     first, second = rng.choice(len(objects), size=2, replace=False)
     a, b = objects[first], objects[second]
     relation = str(rng.choice(_relations(a, b)))
-    prefix = "there is " if rng.random() < 0.3 else ""
-    return f"{prefix}{_noun_phrase(rng, a)} {relation} {_noun_phrase(rng, b)}"
+    prefix = 'there is ' if rng.random() < 0.3 else ''
+    return f'{prefix}{_noun_phrase(rng, a)} {relation} {_noun_phrase(rng, b)}'
 
 
 def _count_caption(rng: np.random.Generator, objects: list[SceneObject]) -> str:
-    return f"there are {NUMBER_WORDS[len(objects)]} objects"
+    return f'there are {NUMBER_WORDS[len(objects)]} objects'
 
 
 def _group_caption(rng: np.random.Generator, objects: list[SceneObject], by: str) -> str:
@@ -366,19 +418,19 @@ def _group_caption(rng: np.random.Generator, objects: list[SceneObject], by: str
     for value, members in groups.items():
         if len(members) == 1:
             # Grouped by colour, every group names its colour.
-            parts.append(_noun_phrase(rng, members[0], 1.0 if by == "colour" else 0.8))
-        elif by == "colour":
-            parts.append(f"{NUMBER_WORDS[len(members)]} {value} shapes")
+            parts.append(_noun_phrase(rng, members[0], 1.0 if by == 'colour' else 0.8))
+        elif by == 'colour':
+            parts.append(f'{NUMBER_WORDS[len(members)]} {value} shapes')
         else:
-            parts.append(f"{NUMBER_WORDS[len(members)]} {PLURALS[value]}")
-    return " and ".join(parts)
+            parts.append(f'{NUMBER_WORDS[len(members)]} {PLURALS[value]}')
+    return ' and '.join(parts)
 
 
 _CAPTION_TEMPLATES = (
     (_relation_caption, 0.5),
     (_count_caption, 0.1),
-    (functools.partial(_group_caption, by="colour"), 0.2),
-    (functools.partial(_group_caption, by="shape"), 0.2),
+    (functools.partial(_group_caption, by='colour'), 0.2),
+    (functools.partial(_group_caption, by='shape'), 0.2),
 )
 
 
@@ -416,30 +468,30 @@ def _pick(rng: np.random.Generator, values: Sequence[str], present: set[str]) ->
 
 
 def _count_question(rng: np.random.Generator, objects: list[SceneObject]) -> _Question:
-    kind = rng.choice(["objects", "shape", "colour", "size"], p=[0.2, 0.3, 0.3, 0.2])
-    if kind == "objects":
-        question, count = "how many objects are there?", len(objects)
-    elif kind == "shape":
+    kind = rng.choice(['objects', 'shape', 'colour', 'size'], p=[0.2, 0.3, 0.3, 0.2])
+    if kind == 'objects':
+        question, count = 'how many objects are there?', len(objects)
+    elif kind == 'shape':
         shape = _pick(rng, SHAPES, {obj.shape for obj in objects})
-        question = f"how many {PLURALS[shape]} are there?"
+        question = f'how many {PLURALS[shape]} are there?'
         count = sum(obj.shape == shape for obj in objects)
     else:
-        values = COLOURS if kind == "colour" else SIZES
+        values = COLOURS if kind == 'colour' else SIZES
         value = _pick(rng, values, {getattr(obj, kind) for obj in objects})
-        question = f"how many {value} objects are there?"
+        question = f'how many {value} objects are there?'
         count = sum(getattr(obj, kind) == value for obj in objects)
-    return _Question(question, str(count), "number", "how many")
+    return _Question(question, str(count), 'number', 'how many')
 
 
 def _colour_question(rng: np.random.Generator, objects: list[SceneObject]) -> _Question:
     shapes = [obj.shape for obj in objects]
     unique = [obj for obj in objects if shapes.count(obj.shape) == 1]
     obj = unique[rng.integers(len(unique))]
-    return _Question(f"what color is the {obj.shape}?", obj.colour, "other", "what color is the")
+    return _Question(f'what color is the {obj.shape}?', obj.colour, 'other', 'what color is the')
 
 
 def _existence_question(rng: np.random.Generator, objects: list[SceneObject]) -> _Question:
-    """"is there a (large) red circle?"; negatives recombine colours, shapes and sizes that are
+    """ "is there a (large) red circle?"; negatives recombine colours, shapes and sizes that are
     in the scene, so the words alone do not give the answer away."""
     with_size, answer_yes = rng.random(2) < (0.4, 0.5)
     present = {(obj.size, obj.colour, obj.shape) for obj in objects}
@@ -449,30 +501,45 @@ def _existence_question(rng: np.random.Generator, objects: list[SceneObject]) ->
     else:
         colours = {obj.colour for obj in objects}
         shapes = {obj.shape for obj in objects}
-        flipped_sizes = sorted({(SIZES[1 - SIZES.index(size)], colour, shape)
-                                for size, colour, shape in present} - present)
-        recombined = sorted((size, colour, shape) for size in SIZES for colour in colours
-                            for shape in shapes if (colour, shape) not in present_pairs)
+        flipped_sizes = sorted(
+            {(SIZES[1 - SIZES.index(size)], colour, shape) for size, colour, shape in present}
+            - present
+        )
+        recombined = sorted(
+            (size, colour, shape)
+            for size in SIZES
+            for colour in colours
+            for shape in shapes
+            if (colour, shape) not in present_pairs
+        )
         # Any absent colour-shape pair: there are 30 and a scene has at most 9 objects.
-        any_absent = sorted((size, colour, shape) for size in SIZES for colour in COLOURS
-                            for shape in SHAPES if (colour, shape) not in present_pairs)
-        pool = next(pool for pool in (flipped_sizes if with_size else [], recombined, any_absent)
-                    if pool)
+        any_absent = sorted(
+            (size, colour, shape)
+            for size in SIZES
+            for colour in COLOURS
+            for shape in SHAPES
+            if (colour, shape) not in present_pairs
+        )
+        pool = next(
+            pool for pool in (flipped_sizes if with_size else [], recombined, any_absent) if pool
+        )
         size, colour, shape = pool[rng.integers(len(pool))]
     words = ([size] if with_size else []) + [colour, shape]
-    return _Question(f"is there {_with_article(words)}?", "yes" if answer_yes else "no",
-                     "yes/no", "is there a")
+    return _Question(
+        f'is there {_with_article(words)}?', 'yes' if answer_yes else 'no', 'yes/no', 'is there a'
+    )
 
 
-def _unique_reference(rng: np.random.Generator, obj: SceneObject,
-                      objects: list[SceneObject]) -> str:
+def _unique_reference(
+    rng: np.random.Generator, obj: SceneObject, objects: list[SceneObject]
+) -> str:
     """A definite description naming exactly this object: "circle", "red circle" or "large red
     circle" (always unique, as no two objects share size, colour and shape)."""
     candidates = []
     for words in ([obj.shape], [obj.colour, obj.shape], [obj.size, obj.colour, obj.shape]):
-        keys = [(o.shape, o.colour, o.size)[:len(words)] for o in objects]
-        if keys.count((obj.shape, obj.colour, obj.size)[:len(words)]) == 1:
-            candidates.append(" ".join(words))
+        keys = [(o.shape, o.colour, o.size)[: len(words)] for o in objects]
+        if keys.count((obj.shape, obj.colour, obj.size)[: len(words)]) == 1:
+            candidates.append(' '.join(words))
     return str(rng.choice(candidates))
 
 
@@ -483,30 +550,37 @@ def _relation_question(rng: np.random.Generator, objects: list[SceneObject]) -> 
     relation = str(rng.choice(_relations(a, b)))
     answer_yes = rng.random() < 0.5
     asked = relation if answer_yes else OPPOSITE_RELATION[relation]
-    question = (f"is the {_unique_reference(rng, a, objects)} {asked} "
-                f"the {_unique_reference(rng, b, objects)}?")
-    return _Question(question, "yes" if answer_yes else "no", "yes/no", "is the")
+    question = (
+        f'is the {_unique_reference(rng, a, objects)} {asked} '
+        f'the {_unique_reference(rng, b, objects)}?'
+    )
+    return _Question(question, 'yes' if answer_yes else 'no', 'yes/no', 'is the')
 
 
 def _wrong_answer(rng: np.random.Generator, question: _Question) -> str:
     """A plausible mistake of the same type: the other yes/no, a count off by one, another
     colour."""
-    if question.answer_type == "yes/no":
-        return "no" if question.answer == "yes" else "yes"
-    if question.answer_type == "number":
+    if question.answer_type == 'yes/no':
+        return 'no' if question.answer == 'yes' else 'yes'
+    if question.answer_type == 'number':
         count = int(question.answer)
         options = [n for n in (count - 1, count + 1) if 0 <= n <= 9]
         return str(rng.choice(options))
     return str(rng.choice([colour for colour in COLOURS if colour != question.answer]))
 
 
-def _questions(rng: np.random.Generator, objects: list[SceneObject],
-               annotator_accuracy: float) -> list[dict[str, Any]]:
+def _questions(
+    rng: np.random.Generator, objects: list[SceneObject], annotator_accuracy: float
+) -> list[dict[str, Any]]:
     questions = []
-    for make_question in (_count_question, _colour_question, _existence_question,
-                          _relation_question):
+    for make_question in (
+        _count_question,
+        _colour_question,
+        _existence_question,
+        _relation_question,
+    ):
         question = make_question(rng, objects)
         correct = rng.random(NUM_ANNOTATORS) < annotator_accuracy
         answers = [question.answer if ok else _wrong_answer(rng, question) for ok in correct]
-        questions.append({**dataclasses.asdict(question), "answers": answers})
+        questions.append({**dataclasses.asdict(question), 'answers': answers})
     return questions

@@ -18,13 +18,13 @@ from typing import Protocol, runtime_checkable
 import sentencepiece as spm
 
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 1, 2, 3, 4
-CONTROL_SYMBOLS = ("[CLS]", "[SEP]", "[MASK]")  # take ids 2, 3, 4 after pad and unk
+CONTROL_SYMBOLS = ('[CLS]', '[SEP]', '[MASK]')  # take ids 2, 3, 4 after pad and unk
 
 # Punctuation becomes a word of its own (as BERT's basic tokenizer does), so that "circle?" is
 # "circle" + "?" rather than a separate word.
-_PUNCTUATION = re.compile(r"([^\w\s])")
+_PUNCTUATION = re.compile(r'([^\w\s])')
 # Punctuation that decode glues back onto the preceding word.
-_CLOSING_PUNCTUATION = re.compile(r" ([?.!,;:])")
+_CLOSING_PUNCTUATION = re.compile(r' ([?.!,;:])')
 
 
 @runtime_checkable
@@ -53,7 +53,7 @@ class Tokenizer(Protocol):
 
 
 def _split_punctuation(text: str) -> str:
-    return " ".join(_PUNCTUATION.sub(r" \1 ", text).split())
+    return ' '.join(_PUNCTUATION.sub(r' \1 ', text).split())
 
 
 class SentencePieceTokenizer:
@@ -71,25 +71,35 @@ class SentencePieceTokenizer:
     def __init__(self, model_path: str | os.PathLike):
         path = Path(model_path)
         if not path.is_file():
-            raise FileNotFoundError(f"SentencePiece model file not found: {path}")
+            raise FileNotFoundError(f'SentencePiece model file not found: {path}')
         self._processor = spm.SentencePieceProcessor()
         try:
             self._processor.LoadFromSerializedProto(path.read_bytes())
         except (RuntimeError, OSError) as error:
-            raise ValueError(f"{path} is not a valid SentencePiece model: {error}") from error
-        expected = {"<pad>": PAD_ID, "<unk>": UNK_ID,
-                    **{symbol: CONTROL_SYMBOLS.index(symbol) + CLS_ID
-                       for symbol in CONTROL_SYMBOLS}}
+            raise ValueError(f'{path} is not a valid SentencePiece model: {error}') from error
+        expected = {
+            '<pad>': PAD_ID,
+            '<unk>': UNK_ID,
+            **{symbol: CONTROL_SYMBOLS.index(symbol) + CLS_ID for symbol in CONTROL_SYMBOLS},
+        }
         found = {piece: self._processor.piece_to_id(piece) for piece in expected}
         if found != expected:
-            raise ValueError(f"{path} has special ids {found}, expected {expected}; "
-                             "train it with SentencePieceTokenizer.train")
+            raise ValueError(
+                f'{path} has special ids {found}, expected {expected}; '
+                'train it with SentencePieceTokenizer.train'
+            )
         self.model_path = path
         self.vocab_size: int = self._processor.get_piece_size()
 
     @classmethod
-    def train(cls, sentences: Iterable[str], model_path: str | os.PathLike, vocab_size: int, *,
-              model_type: str = "word") -> SentencePieceTokenizer:
+    def train(
+        cls,
+        sentences: Iterable[str],
+        model_path: str | os.PathLike,
+        vocab_size: int,
+        *,
+        model_type: str = 'word',
+    ) -> SentencePieceTokenizer:
         """Trains on ``sentences`` in memory, writes the model atomically to ``model_path``.
 
         ``vocab_size`` is an upper bound: a small corpus gives fewer pieces. The default
@@ -100,18 +110,22 @@ class SentencePieceTokenizer:
         iterator = iter(sentences)
         first = next(iterator, None)
         if first is None:
-            raise ValueError(f"no sentences to train the SentencePiece model {model_path} on")
+            raise ValueError(f'no sentences to train the SentencePiece model {model_path} on')
         model = io.BytesIO()
         spm.SentencePieceTrainer.train(
             sentence_iterator=(_split_punctuation(s) for s in itertools.chain([first], iterator)),
             model_writer=model,
             vocab_size=vocab_size,
             model_type=model_type,
-            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=-1, eos_id=-1,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=-1,
+            eos_id=-1,
             control_symbols=list(CONTROL_SYMBOLS),
-            normalization_rule_name="nmt_nfkc_cf",
+            normalization_rule_name='nmt_nfkc_cf',
             hard_vocab_limit=False,
-            minloglevel=2)
+            minloglevel=2,
+        )
         _write_atomically(Path(model_path), model.getvalue())
         return cls(model_path)
 
@@ -129,12 +143,12 @@ class SentencePieceTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         special = self.special_ids
         text = self._processor.decode([int(i) for i in ids if int(i) not in special])
-        return _CLOSING_PUNCTUATION.sub(r"\1", text)
+        return _CLOSING_PUNCTUATION.sub(r'\1', text)
 
 
-def load_or_train_sentencepiece(model_path: str | os.PathLike,
-                                sentences: Callable[[], Iterable[str]],
-                                vocab_size: int) -> SentencePieceTokenizer:
+def load_or_train_sentencepiece(
+    model_path: str | os.PathLike, sentences: Callable[[], Iterable[str]], vocab_size: int
+) -> SentencePieceTokenizer:
     """Loads ``model_path`` if it exists, else trains on ``sentences()`` and caches it there.
 
     ``sentences`` is only called when training is needed. The file is written atomically, so a
@@ -147,9 +161,9 @@ def load_or_train_sentencepiece(model_path: str | os.PathLike,
 
 def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
-        with os.fdopen(handle, "wb") as temp_file:
+        with os.fdopen(handle, 'wb') as temp_file:
             temp_file.write(data)
             temp_file.flush()
             os.fsync(temp_file.fileno())

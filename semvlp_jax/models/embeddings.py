@@ -17,50 +17,67 @@ TEXT_TYPE, IMAGE_TYPE = 0, 1
 
 
 class TextEmbeddings(nnx.Module):
-  """word + position + token-type embedding, LayerNorm, dropout (BERT names and layout)."""
+    """word + position + token-type embedding, LayerNorm, dropout (BERT names and layout)."""
 
-  def __init__(self, vocab_size: int, hidden_size: int, max_text_len: int, dropout_rate: float,
-               *, rngs: nnx.Rngs):
-    self.word = nnx.Embed(vocab_size, hidden_size, embedding_init=logical(BERT_INIT, 'vocab', 'embed'),
-                          rngs=rngs)
-    self.position = nnx.Embed(max_text_len, hidden_size,
-                              embedding_init=logical(BERT_INIT, None, 'embed'), rngs=rngs)
-    # The type table is shared with the visual side (type id 1 marks image tokens).
-    self.token_type = nnx.Embed(2, hidden_size, embedding_init=logical(BERT_INIT, None, 'embed'),
-                                rngs=rngs)
-    self.norm = layer_norm(hidden_size, rngs=rngs)
-    self.dropout = nnx.Dropout(dropout_rate)
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        max_text_len: int,
+        dropout_rate: float,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.word = nnx.Embed(
+            vocab_size, hidden_size, embedding_init=logical(BERT_INIT, 'vocab', 'embed'), rngs=rngs
+        )
+        self.position = nnx.Embed(
+            max_text_len, hidden_size, embedding_init=logical(BERT_INIT, None, 'embed'), rngs=rngs
+        )
+        # The type table is shared with the visual side (type id 1 marks image tokens).
+        self.token_type = nnx.Embed(
+            2, hidden_size, embedding_init=logical(BERT_INIT, None, 'embed'), rngs=rngs
+        )
+        self.norm = layer_norm(hidden_size, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout_rate)
 
-  def __call__(self, text_ids: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
-    """text_ids [batch, text_len] -> [batch, text_len, hidden]."""
-    positions = jnp.arange(text_ids.shape[1])
-    x = self.word(text_ids) + self.position(positions)[None] + self.token_type(
-        jnp.full_like(text_ids, TEXT_TYPE))
-    return dropout(self.norm(x), self.dropout, rngs)
+    def __call__(self, text_ids: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+        """text_ids [batch, text_len] -> [batch, text_len, hidden]."""
+        positions = jnp.arange(text_ids.shape[1])
+        x = (
+            self.word(text_ids)
+            + self.position(positions)[None]
+            + self.token_type(jnp.full_like(text_ids, TEXT_TYPE))
+        )
+        return dropout(self.norm(x), self.dropout, rngs)
 
 
 class RegionEmbeddings(nnx.Module):
-  """Detector region features and boxes, LXMERT style: (LN(W_f feat) + LN(W_b box)) / 2.
+    """Detector region features and boxes, LXMERT style: (LN(W_f feat) + LN(W_b box)) / 2.
 
-  Boxes are (x1, y1, x2, y2) normalised to [0, 1]; width and height are appended here so the
-  box projection sees 6 numbers. Regions get token type 1 and no 1-D position.
-  """
+    Boxes are (x1, y1, x2, y2) normalised to [0, 1]; width and height are appended here so the
+    box projection sees 6 numbers. Regions get token type 1 and no 1-D position.
+    """
 
-  def __init__(self, feature_dim: int, hidden_size: int, dropout_rate: float, *, rngs: nnx.Rngs):
-    self.feature = dense(feature_dim, hidden_size, ('visual_features', 'embed'), rngs=rngs)
-    self.feature_norm = layer_norm(hidden_size, rngs=rngs)
-    self.box = dense(6, hidden_size, (None, 'embed'), rngs=rngs)
-    self.box_norm = layer_norm(hidden_size, rngs=rngs)
-    self.dropout = nnx.Dropout(dropout_rate)
+    def __init__(self, feature_dim: int, hidden_size: int, dropout_rate: float, *, rngs: nnx.Rngs):
+        self.feature = dense(feature_dim, hidden_size, ('visual_features', 'embed'), rngs=rngs)
+        self.feature_norm = layer_norm(hidden_size, rngs=rngs)
+        self.box = dense(6, hidden_size, (None, 'embed'), rngs=rngs)
+        self.box_norm = layer_norm(hidden_size, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout_rate)
 
-  def __call__(self, batch: dict, type_embedding: nnx.Embed,
-               rngs: nnx.Rngs | None) -> tuple[jax.Array, jax.Array]:
-    boxes = batch['region_boxes']
-    sizes = boxes[..., 2:] - boxes[..., :2]
-    boxes = jnp.concatenate([boxes, sizes], axis=-1)
-    x = (self.feature_norm(self.feature(batch['region_features'])) + self.box_norm(self.box(boxes))) / 2
-    x = x + type_embedding(jnp.full(x.shape[:2], IMAGE_TYPE))
-    return dropout(x, self.dropout, rngs), batch['region_mask']
+    def __call__(
+        self, batch: dict, type_embedding: nnx.Embed, rngs: nnx.Rngs | None
+    ) -> tuple[jax.Array, jax.Array]:
+        boxes = batch['region_boxes']
+        sizes = boxes[..., 2:] - boxes[..., :2]
+        boxes = jnp.concatenate([boxes, sizes], axis=-1)
+        x = (
+            self.feature_norm(self.feature(batch['region_features']))
+            + self.box_norm(self.box(boxes))
+        ) / 2
+        x = x + type_embedding(jnp.full(x.shape[:2], IMAGE_TYPE))
+        return dropout(x, self.dropout, rngs), batch['region_mask']
 
 
 VISUAL_EMBEDDINGS = {'regions': RegionEmbeddings}

@@ -23,92 +23,130 @@ MODES: tuple[Mode, ...] = ('single', 'two')
 
 
 class CrossAttention(nnx.Module):
-  """The pluggable cross-modal block of one layer: text->image and image->text attention.
+    """The pluggable cross-modal block of one layer: text->image and image->text attention.
 
-  With `shared=True` both directions use one set of weights (the default); otherwise each
-  direction has its own.
-  """
+    With `shared=True` both directions use one set of weights (the default); otherwise each
+    direction has its own.
+    """
 
-  def __init__(self, hidden_size: int, num_heads: int, dropout_rate: float, shared: bool,
-               *, rngs: nnx.Rngs):
-    self.text_to_image = Attention(hidden_size, num_heads, dropout_rate, rngs=rngs)
-    self.image_to_text = (None if shared else
-                          Attention(hidden_size, num_heads, dropout_rate, rngs=rngs))
+    def __init__(
+        self, hidden_size: int, num_heads: int, dropout_rate: float, shared: bool, *, rngs: nnx.Rngs
+    ):
+        self.text_to_image = Attention(hidden_size, num_heads, dropout_rate, rngs=rngs)
+        self.image_to_text = (
+            None if shared else Attention(hidden_size, num_heads, dropout_rate, rngs=rngs)
+        )
 
-  def __call__(self, text, text_mask, image, image_mask, rngs):
-    image_to_text = self.image_to_text or self.text_to_image
-    return (self.text_to_image(text, image, image_mask, rngs),
-            image_to_text(image, text, text_mask, rngs))
+    def __call__(self, text, text_mask, image, image_mask, rngs):
+        image_to_text = self.image_to_text or self.text_to_image
+        return (
+            self.text_to_image(text, image, image_mask, rngs),
+            image_to_text(image, text, text_mask, rngs),
+        )
 
 
 class EncoderLayer(nnx.Module):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        mlp_size: int,
+        dropout_rate: float,
+        with_cross_attention: bool,
+        share_cross_attention: bool,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.self_attention = Attention(hidden_size, num_heads, dropout_rate, rngs=rngs)
+        self.cross_attention = (
+            CrossAttention(hidden_size, num_heads, dropout_rate, share_cross_attention, rngs=rngs)
+            if with_cross_attention
+            else None
+        )
+        self.feed_forward = FeedForward(hidden_size, mlp_size, dropout_rate, rngs=rngs)
 
-  def __init__(self, hidden_size: int, num_heads: int, mlp_size: int, dropout_rate: float,
-               with_cross_attention: bool, share_cross_attention: bool, *, rngs: nnx.Rngs):
-    self.self_attention = Attention(hidden_size, num_heads, dropout_rate, rngs=rngs)
-    self.cross_attention = (
-        CrossAttention(hidden_size, num_heads, dropout_rate, share_cross_attention, rngs=rngs)
-        if with_cross_attention else None)
-    self.feed_forward = FeedForward(hidden_size, mlp_size, dropout_rate, rngs=rngs)
+    def single(self, x: jax.Array, mask: jax.Array, rngs) -> jax.Array:
+        return self.feed_forward(self.self_attention(x, x, mask, rngs), rngs)
 
-  def single(self, x: jax.Array, mask: jax.Array, rngs) -> jax.Array:
-    return self.feed_forward(self.self_attention(x, x, mask, rngs), rngs)
-
-  def two(self, text, text_mask, image, image_mask, rngs) -> tuple[jax.Array, jax.Array]:
-    text = self.self_attention(text, text, text_mask, rngs)
-    image = self.self_attention(image, image, image_mask, rngs)
-    if self.cross_attention is not None:
-      text, image = self.cross_attention(text, text_mask, image, image_mask, rngs)
-    return self.feed_forward(text, rngs), self.feed_forward(image, rngs)
+    def two(self, text, text_mask, image, image_mask, rngs) -> tuple[jax.Array, jax.Array]:
+        text = self.self_attention(text, text, text_mask, rngs)
+        image = self.self_attention(image, image, image_mask, rngs)
+        if self.cross_attention is not None:
+            text, image = self.cross_attention(text, text_mask, image, image_mask, rngs)
+        return self.feed_forward(text, rngs), self.feed_forward(image, rngs)
 
 
 @dataclasses.dataclass
 class EncoderOutput:
-  """Final and per-layer hidden states, split back into the two modalities in both modes.
+    """Final and per-layer hidden states, split back into the two modalities in both modes.
 
-  text [batch, text_len, hidden], image [batch, image_len, hidden]; `text_layers[i]` is the text
-  after layer i (unused entries cost nothing under jit).
-  """
-  text: jax.Array
-  image: jax.Array
-  text_layers: list[jax.Array]
-  image_layers: list[jax.Array]
+    text [batch, text_len, hidden], image [batch, image_len, hidden]; `text_layers[i]` is the text
+    after layer i (unused entries cost nothing under jit).
+    """
+
+    text: jax.Array
+    image: jax.Array
+    text_layers: list[jax.Array]
+    image_layers: list[jax.Array]
 
 
 class SharedEncoder(nnx.Module):
-  """L layers; the top `num_cross_layers` carry a cross-attention block."""
+    """L layers; the top `num_cross_layers` carry a cross-attention block."""
 
-  def __init__(self, *, num_layers: int, num_cross_layers: int, hidden_size: int, num_heads: int,
-               mlp_size: int, dropout_rate: float, share_cross_attention: bool, rngs: nnx.Rngs):
-    if not 1 <= num_cross_layers <= num_layers:
-      raise ValueError(f'num_cross_layers={num_cross_layers} must be in 1..num_layers={num_layers}')
-    first_cross = num_layers - num_cross_layers
-    self.layers = nnx.List([
-        EncoderLayer(hidden_size, num_heads, mlp_size, dropout_rate, i >= first_cross,
-                     share_cross_attention, rngs=rngs) for i in range(num_layers)])
+    def __init__(
+        self,
+        *,
+        num_layers: int,
+        num_cross_layers: int,
+        hidden_size: int,
+        num_heads: int,
+        mlp_size: int,
+        dropout_rate: float,
+        share_cross_attention: bool,
+        rngs: nnx.Rngs,
+    ):
+        if not 1 <= num_cross_layers <= num_layers:
+            raise ValueError(
+                f'num_cross_layers={num_cross_layers} must be in 1..num_layers={num_layers}'
+            )
+        first_cross = num_layers - num_cross_layers
+        self.layers = nnx.List(
+            [
+                EncoderLayer(
+                    hidden_size,
+                    num_heads,
+                    mlp_size,
+                    dropout_rate,
+                    i >= first_cross,
+                    share_cross_attention,
+                    rngs=rngs,
+                )
+                for i in range(num_layers)
+            ]
+        )
 
-  def __call__(self, text, text_mask, image, image_mask, *, mode: Mode, rngs) -> EncoderOutput:
-    if mode == 'single':
-      return self._single(text, text_mask, image, image_mask, rngs)
-    if mode == 'two':
-      return self._two(text, text_mask, image, image_mask, rngs)
-    raise ValueError(f'unknown mode {mode!r}; expected one of {MODES}')
+    def __call__(self, text, text_mask, image, image_mask, *, mode: Mode, rngs) -> EncoderOutput:
+        if mode == 'single':
+            return self._single(text, text_mask, image, image_mask, rngs)
+        if mode == 'two':
+            return self._two(text, text_mask, image, image_mask, rngs)
+        raise ValueError(f'unknown mode {mode!r}; expected one of {MODES}')
 
-  def _single(self, text, text_mask, image, image_mask, rngs) -> EncoderOutput:
-    image_len = image.shape[1]
-    x = jnp.concatenate([image, text], axis=1)
-    mask = jnp.concatenate([image_mask, text_mask], axis=1)
-    text_layers, image_layers = [], []
-    for layer in self.layers:
-      x = layer.single(x, mask, rngs)
-      image_layers.append(x[:, :image_len])
-      text_layers.append(x[:, image_len:])
-    return EncoderOutput(text_layers[-1], image_layers[-1], text_layers, image_layers)
+    def _single(self, text, text_mask, image, image_mask, rngs) -> EncoderOutput:
+        image_len = image.shape[1]
+        x = jnp.concatenate([image, text], axis=1)
+        mask = jnp.concatenate([image_mask, text_mask], axis=1)
+        text_layers, image_layers = [], []
+        for layer in self.layers:
+            x = layer.single(x, mask, rngs)
+            image_layers.append(x[:, :image_len])
+            text_layers.append(x[:, image_len:])
+        return EncoderOutput(text_layers[-1], image_layers[-1], text_layers, image_layers)
 
-  def _two(self, text, text_mask, image, image_mask, rngs) -> EncoderOutput:
-    text_layers, image_layers = [], []
-    for layer in self.layers:
-      text, image = layer.two(text, text_mask, image, image_mask, rngs)
-      text_layers.append(text)
-      image_layers.append(image)
-    return EncoderOutput(text, image, text_layers, image_layers)
+    def _two(self, text, text_mask, image, image_mask, rngs) -> EncoderOutput:
+        text_layers, image_layers = [], []
+        for layer in self.layers:
+            text, image = layer.two(text, text_mask, image, image_mask, rngs)
+            text_layers.append(text)
+            image_layers.append(image)
+        return EncoderOutput(text, image, text_layers, image_layers)

@@ -10,77 +10,91 @@ from semvlp_jax.models.layers import dense, layer_norm, logical
 
 
 class Pooler(nnx.Module):
-  """BERT pooler: dense + tanh on the first (text [CLS]) token."""
+    """BERT pooler: dense + tanh on the first (text [CLS]) token."""
 
-  def __init__(self, hidden_size: int, *, rngs: nnx.Rngs):
-    self.dense = dense(hidden_size, hidden_size, ('embed', 'mlp'), rngs=rngs)
+    def __init__(self, hidden_size: int, *, rngs: nnx.Rngs):
+        self.dense = dense(hidden_size, hidden_size, ('embed', 'mlp'), rngs=rngs)
 
-  def __call__(self, text: jax.Array) -> jax.Array:
-    return jnp.tanh(self.dense(text[:, 0]))
+    def __call__(self, text: jax.Array) -> jax.Array:
+        return jnp.tanh(self.dense(text[:, 0]))
 
 
 class Transform(nnx.Module):
-  """dense + GELU + LayerNorm, the BERT prediction-head transform."""
+    """dense + GELU + LayerNorm, the BERT prediction-head transform."""
 
-  def __init__(self, hidden_size: int, *, rngs: nnx.Rngs):
-    self.dense = dense(hidden_size, hidden_size, ('embed', 'mlp'), rngs=rngs)
-    self.norm = layer_norm(hidden_size, rngs=rngs)
+    def __init__(self, hidden_size: int, *, rngs: nnx.Rngs):
+        self.dense = dense(hidden_size, hidden_size, ('embed', 'mlp'), rngs=rngs)
+        self.norm = layer_norm(hidden_size, rngs=rngs)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.norm(jax.nn.gelu(self.dense(x), approximate=False))
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.norm(jax.nn.gelu(self.dense(x), approximate=False))
 
 
 class MaskedLanguageModelHead(nnx.Module):
-  """Transform, then logits against the (tied) word-embedding table plus an output bias."""
+    """Transform, then logits against the (tied) word-embedding table plus an output bias."""
 
-  def __init__(self, hidden_size: int, vocab_size: int, *, rngs: nnx.Rngs):
-    self.transform = Transform(hidden_size, rngs=rngs)
-    self.bias = nnx.Param(logical(nnx.initializers.zeros, 'vocab')(rngs.params(), (vocab_size,)))
+    def __init__(self, hidden_size: int, vocab_size: int, *, rngs: nnx.Rngs):
+        self.transform = Transform(hidden_size, rngs=rngs)
+        self.bias = nnx.Param(
+            logical(nnx.initializers.zeros, 'vocab')(rngs.params(), (vocab_size,))
+        )
 
-  def __call__(self, hidden: jax.Array, word_embeddings: nnx.Embed) -> jax.Array:
-    """hidden [batch, predictions, hidden] -> logits [batch, predictions, vocab] (f32)."""
-    h = self.transform(hidden)
-    return (word_embeddings.attend(h) + self.bias[...]).astype(jnp.float32)
+    def __call__(self, hidden: jax.Array, word_embeddings: nnx.Embed) -> jax.Array:
+        """hidden [batch, predictions, hidden] -> logits [batch, predictions, vocab] (f32)."""
+        h = self.transform(hidden)
+        return (word_embeddings.attend(h) + self.bias[...]).astype(jnp.float32)
 
 
 class MaskedObjectHead(nnx.Module):
-  """Masked object prediction: feature regression, object-label and attribute-label logits."""
+    """Masked object prediction: feature regression, object-label and attribute-label logits."""
 
-  def __init__(self, hidden_size: int, feature_dim: int, num_objects: int, num_attributes: int,
-               *, rngs: nnx.Rngs):
-    self.transform = Transform(hidden_size, rngs=rngs)
-    self.feature = dense(hidden_size, feature_dim, ('embed', 'visual_features'), rngs=rngs)
-    self.objects = dense(hidden_size, num_objects, ('embed', 'classes'), rngs=rngs)
-    self.attributes = (dense(hidden_size, num_attributes, ('embed', 'classes'), rngs=rngs)
-                       if num_attributes else None)
+    def __init__(
+        self,
+        hidden_size: int,
+        feature_dim: int,
+        num_objects: int,
+        num_attributes: int,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.transform = Transform(hidden_size, rngs=rngs)
+        self.feature = dense(hidden_size, feature_dim, ('embed', 'visual_features'), rngs=rngs)
+        self.objects = dense(hidden_size, num_objects, ('embed', 'classes'), rngs=rngs)
+        self.attributes = (
+            dense(hidden_size, num_attributes, ('embed', 'classes'), rngs=rngs)
+            if num_attributes
+            else None
+        )
 
-  def __call__(self, hidden: jax.Array) -> dict[str, jax.Array]:
-    h = self.transform(hidden)
-    out = {'features': self.feature(h).astype(jnp.float32),
-           'object_logits': self.objects(h).astype(jnp.float32)}
-    if self.attributes is not None:
-      out['attribute_logits'] = self.attributes(h).astype(jnp.float32)
-    return out
+    def __call__(self, hidden: jax.Array) -> dict[str, jax.Array]:
+        h = self.transform(hidden)
+        out = {
+            'features': self.feature(h).astype(jnp.float32),
+            'object_logits': self.objects(h).astype(jnp.float32),
+        }
+        if self.attributes is not None:
+            out['attribute_logits'] = self.attributes(h).astype(jnp.float32)
+        return out
 
 
 class MatchingHead(nnx.Module):
-  """Image-text matching: 2-way logits on the pooled output (index 1 = matched)."""
+    """Image-text matching: 2-way logits on the pooled output (index 1 = matched)."""
 
-  def __init__(self, hidden_size: int, *, rngs: nnx.Rngs):
-    self.classifier = dense(hidden_size, 2, ('embed', 'classes'), rngs=rngs)
+    def __init__(self, hidden_size: int, *, rngs: nnx.Rngs):
+        self.classifier = dense(hidden_size, 2, ('embed', 'classes'), rngs=rngs)
 
-  def __call__(self, pooled: jax.Array) -> jax.Array:
-    return self.classifier(pooled).astype(jnp.float32)
+    def __call__(self, pooled: jax.Array) -> jax.Array:
+        return self.classifier(pooled).astype(jnp.float32)
 
 
 class AnswerHead(nnx.Module):
-  """LXMERT answer classifier: dense(2h) + GELU + LN + dense(num_answers) on the pooled output."""
+    """LXMERT answer classifier: dense(2h) + GELU + LN + dense(num_answers) on the pooled output."""
 
-  def __init__(self, hidden_size: int, num_answers: int, *, rngs: nnx.Rngs):
-    self.expand = dense(hidden_size, 2 * hidden_size, ('embed', 'mlp'), rngs=rngs)
-    self.norm = layer_norm(2 * hidden_size, rngs=rngs)
-    self.classifier = dense(2 * hidden_size, num_answers, ('mlp', 'classes'), rngs=rngs)
+    def __init__(self, hidden_size: int, num_answers: int, *, rngs: nnx.Rngs):
+        self.expand = dense(hidden_size, 2 * hidden_size, ('embed', 'mlp'), rngs=rngs)
+        self.norm = layer_norm(2 * hidden_size, rngs=rngs)
+        self.classifier = dense(2 * hidden_size, num_answers, ('mlp', 'classes'), rngs=rngs)
 
-  def __call__(self, pooled: jax.Array) -> jax.Array:
-    h = self.norm(jax.nn.gelu(self.expand(pooled), approximate=False))
-    return self.classifier(h).astype(jnp.float32)
+    def __call__(self, pooled: jax.Array) -> jax.Array:
+        h = self.norm(jax.nn.gelu(self.expand(pooled), approximate=False))
+        return self.classifier(h).astype(jnp.float32)

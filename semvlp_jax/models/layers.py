@@ -15,78 +15,96 @@ BERT_INIT = nnx.initializers.normal(stddev=0.02)
 
 
 def logical(init: nnx.Initializer, *axes: str | None) -> nnx.Initializer:
-  """Wraps `init` so the created parameter carries the logical axis names `axes`."""
-  # eager_sharding=False: parameters are created unsharded (or under jit with out_shardings);
-  # the mesh is applied from the rules table, never from inside the model.
-  return nnx.with_partitioning(init, axes, eager_sharding=False)
+    """Wraps `init` so the created parameter carries the logical axis names `axes`."""
+    # eager_sharding=False: parameters are created unsharded (or under jit with out_shardings);
+    # the mesh is applied from the rules table, never from inside the model.
+    return nnx.with_partitioning(init, axes, eager_sharding=False)
 
 
-def dense(in_features: int, out_features: int, axes: tuple[str, str], *,
-          rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
-  """A Linear layer whose kernel is named `axes` and whose bias is named `axes[1]`."""
-  return nnx.Linear(in_features, out_features, use_bias=use_bias,
-                    kernel_init=logical(BERT_INIT, *axes),
-                    bias_init=logical(nnx.initializers.zeros, axes[1]), rngs=rngs)
+def dense(
+    in_features: int,
+    out_features: int,
+    axes: tuple[str, str],
+    *,
+    rngs: nnx.Rngs,
+    use_bias: bool = True,
+) -> nnx.Linear:
+    """A Linear layer whose kernel is named `axes` and whose bias is named `axes[1]`."""
+    return nnx.Linear(
+        in_features,
+        out_features,
+        use_bias=use_bias,
+        kernel_init=logical(BERT_INIT, *axes),
+        bias_init=logical(nnx.initializers.zeros, axes[1]),
+        rngs=rngs,
+    )
 
 
 def layer_norm(features: int, *, rngs: nnx.Rngs, eps: float = 1e-12) -> nnx.LayerNorm:
-  return nnx.LayerNorm(features, epsilon=eps,
-                       scale_init=logical(nnx.initializers.ones, 'norm'),
-                       bias_init=logical(nnx.initializers.zeros, 'norm'), rngs=rngs)
+    return nnx.LayerNorm(
+        features,
+        epsilon=eps,
+        scale_init=logical(nnx.initializers.ones, 'norm'),
+        bias_init=logical(nnx.initializers.zeros, 'norm'),
+        rngs=rngs,
+    )
 
 
 def dropout(x: jax.Array, layer: nnx.Dropout, rngs: nnx.Rngs | None) -> jax.Array:
-  """Dropout that is the identity when no rngs are given (evaluation)."""
-  return layer(x, deterministic=rngs is None, rngs=rngs)
+    """Dropout that is the identity when no rngs are given (evaluation)."""
+    return layer(x, deterministic=rngs is None, rngs=rngs)
 
 
 class Attention(nnx.Module):
-  """Multi-head attention of `queries` over `context`, with residual and post-LayerNorm.
+    """Multi-head attention of `queries` over `context`, with residual and post-LayerNorm.
 
-  Used both as self-attention (context = queries) and as the pluggable cross-attention block.
-  """
+    Used both as self-attention (context = queries) and as the pluggable cross-attention block.
+    """
 
-  def __init__(self, hidden_size: int, num_heads: int, dropout_rate: float, *, rngs: nnx.Rngs):
-    if hidden_size % num_heads:
-      raise ValueError(f'hidden_size={hidden_size} is not divisible by num_heads={num_heads}')
-    self.num_heads = num_heads
-    self.query = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs)
-    self.key = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs)
-    self.value = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs)
-    self.output = dense(hidden_size, hidden_size, ('heads', 'embed'), rngs=rngs)
-    self.norm = layer_norm(hidden_size, rngs=rngs)
-    self.dropout = nnx.Dropout(dropout_rate)
+    def __init__(self, hidden_size: int, num_heads: int, dropout_rate: float, *, rngs: nnx.Rngs):
+        if hidden_size % num_heads:
+            raise ValueError(f'hidden_size={hidden_size} is not divisible by num_heads={num_heads}')
+        self.num_heads = num_heads
+        self.query = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs)
+        self.key = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs)
+        self.value = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs)
+        self.output = dense(hidden_size, hidden_size, ('heads', 'embed'), rngs=rngs)
+        self.norm = layer_norm(hidden_size, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout_rate)
 
-  def __call__(self, queries: jax.Array, context: jax.Array, context_mask: jax.Array,
-               rngs: nnx.Rngs | None) -> jax.Array:
-    """queries [batch, q_len, hidden], context [batch, kv_len, hidden], context_mask [batch, kv_len]."""
-    batch, q_len, hidden = queries.shape
-    head_dim = hidden // self.num_heads
+    def __call__(
+        self, queries: jax.Array, context: jax.Array, context_mask: jax.Array, rngs: nnx.Rngs | None
+    ) -> jax.Array:
+        """queries [batch, q_len, hidden], context [batch, kv_len, hidden], context_mask [batch, kv_len]."""
+        batch, q_len, hidden = queries.shape
+        head_dim = hidden // self.num_heads
 
-    def heads(x):
-      return x.reshape(batch, x.shape[1], self.num_heads, head_dim)
+        def heads(x):
+            return x.reshape(batch, x.shape[1], self.num_heads, head_dim)
 
-    q, k, v = heads(self.query(queries)), heads(self.key(context)), heads(self.value(context))
-    mask = context_mask[:, None, None, :].astype(bool)  # [batch, 1 (heads), 1 (queries), kv_len]
-    attended = jax.nn.dot_product_attention(q, k, v, mask=mask).reshape(batch, q_len, hidden)
-    return self.norm(queries + dropout(self.output(attended), self.dropout, rngs))
+        q, k, v = heads(self.query(queries)), heads(self.key(context)), heads(self.value(context))
+        mask = context_mask[:, None, None, :].astype(
+            bool
+        )  # [batch, 1 (heads), 1 (queries), kv_len]
+        attended = jax.nn.dot_product_attention(q, k, v, mask=mask).reshape(batch, q_len, hidden)
+        return self.norm(queries + dropout(self.output(attended), self.dropout, rngs))
 
 
 class FeedForward(nnx.Module):
-  """GELU MLP with residual and post-LayerNorm."""
+    """GELU MLP with residual and post-LayerNorm."""
 
-  def __init__(self, hidden_size: int, mlp_size: int, dropout_rate: float, *, rngs: nnx.Rngs):
-    self.expand = dense(hidden_size, mlp_size, ('embed', 'mlp'), rngs=rngs)
-    self.contract = dense(mlp_size, hidden_size, ('mlp', 'embed'), rngs=rngs)
-    self.norm = layer_norm(hidden_size, rngs=rngs)
-    self.dropout = nnx.Dropout(dropout_rate)
+    def __init__(self, hidden_size: int, mlp_size: int, dropout_rate: float, *, rngs: nnx.Rngs):
+        self.expand = dense(hidden_size, mlp_size, ('embed', 'mlp'), rngs=rngs)
+        self.contract = dense(mlp_size, hidden_size, ('mlp', 'embed'), rngs=rngs)
+        self.norm = layer_norm(hidden_size, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout_rate)
 
-  def __call__(self, x: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
-    y = self.contract(jax.nn.gelu(self.expand(x), approximate=False))
-    return self.norm(x + dropout(y, self.dropout, rngs))
+    def __call__(self, x: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+        y = self.contract(jax.nn.gelu(self.expand(x), approximate=False))
+        return self.norm(x + dropout(y, self.dropout, rngs))
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-  """Mean of x [batch, len, hidden] over positions where mask [batch, len] is set."""
-  weights = mask.astype(x.dtype)[..., None]
-  return jnp.sum(x * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+    """Mean of x [batch, len, hidden] over positions where mask [batch, len] is set."""
+    weights = mask.astype(x.dtype)[..., None]
+    return jnp.sum(x * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)

@@ -14,8 +14,13 @@ from flax import nnx
 
 from semvlp_jax.models.embeddings import RegionEmbeddings, TextEmbeddings
 from semvlp_jax.models.encoder import Mode, SharedEncoder
-from semvlp_jax.models.heads import (AnswerHead, MaskedLanguageModelHead, MaskedObjectHead,
-                                     MatchingHead, Pooler)
+from semvlp_jax.models.heads import (
+    AnswerHead,
+    MaskedLanguageModelHead,
+    MaskedObjectHead,
+    MatchingHead,
+    Pooler,
+)
 from semvlp_jax.models.layers import masked_mean
 
 # Parameter subtrees that only the two-stream mode reads: the pluggable cross-attention blocks.
@@ -24,58 +29,76 @@ TWO_STREAM_ONLY = 'cross_attention'
 
 @dataclasses.dataclass(frozen=True)
 class DataDims:
-  """Sizes the model takes from the data rather than from the config."""
-  vocab_size: int
-  max_text_len: int
-  visual_feature_dim: int
-  num_object_labels: int
-  num_attribute_labels: int
-  num_answers: int
+    """Sizes the model takes from the data rather than from the config."""
+
+    vocab_size: int
+    max_text_len: int
+    visual_feature_dim: int
+    num_object_labels: int
+    num_attribute_labels: int
+    num_answers: int
 
 
 @dataclasses.dataclass
 class Encoded:
-  """What the encoder gives the objectives.
+    """What the encoder gives the objectives.
 
-  text [batch, text_len, hidden]; image [batch, image_len, hidden]; pooled [batch, hidden]
-  (pooler on the text [CLS]); image_pooled [batch, hidden] (mean over real image tokens).
-  """
-  text: jax.Array
-  image: jax.Array
-  pooled: jax.Array
-  image_pooled: jax.Array
-  text_layers: list[jax.Array]
-  image_layers: list[jax.Array]
+    text [batch, text_len, hidden]; image [batch, image_len, hidden]; pooled [batch, hidden]
+    (pooler on the text [CLS]); image_pooled [batch, hidden] (mean over real image tokens).
+    """
+
+    text: jax.Array
+    image: jax.Array
+    pooled: jax.Array
+    image_pooled: jax.Array
+    text_layers: list[jax.Array]
+    image_layers: list[jax.Array]
 
 
 class SemVLP(nnx.Module):
+    def __init__(self, config: ml_collections.ConfigDict, dims: DataDims, *, rngs: nnx.Rngs):
+        hidden = config.hidden_size
+        self.text_embeddings = TextEmbeddings(
+            dims.vocab_size, hidden, dims.max_text_len, config.dropout_rate, rngs=rngs
+        )
+        self.visual_embeddings = RegionEmbeddings(
+            dims.visual_feature_dim, hidden, config.dropout_rate, rngs=rngs
+        )
+        self.encoder = SharedEncoder(
+            num_layers=config.num_layers,
+            num_cross_layers=config.num_cross_layers,
+            hidden_size=hidden,
+            num_heads=config.num_heads,
+            mlp_size=config.mlp_size,
+            dropout_rate=config.dropout_rate,
+            share_cross_attention=config.share_cross_attention,
+            rngs=rngs,
+        )
+        self.pooler = Pooler(hidden, rngs=rngs)
+        self.mlm_head = MaskedLanguageModelHead(hidden, dims.vocab_size, rngs=rngs)
+        self.object_head = MaskedObjectHead(
+            hidden,
+            dims.visual_feature_dim,
+            dims.num_object_labels,
+            dims.num_attribute_labels,
+            rngs=rngs,
+        )
+        self.matching_head = MatchingHead(hidden, rngs=rngs)
+        self.answer_head = AnswerHead(hidden, dims.num_answers, rngs=rngs)
 
-  def __init__(self, config: ml_collections.ConfigDict, dims: DataDims, *, rngs: nnx.Rngs):
-    hidden = config.hidden_size
-    self.text_embeddings = TextEmbeddings(dims.vocab_size, hidden, dims.max_text_len,
-                                          config.dropout_rate, rngs=rngs)
-    self.visual_embeddings = RegionEmbeddings(dims.visual_feature_dim, hidden, config.dropout_rate,
-                                              rngs=rngs)
-    self.encoder = SharedEncoder(
-        num_layers=config.num_layers, num_cross_layers=config.num_cross_layers,
-        hidden_size=hidden, num_heads=config.num_heads, mlp_size=config.mlp_size,
-        dropout_rate=config.dropout_rate, share_cross_attention=config.share_cross_attention,
-        rngs=rngs)
-    self.pooler = Pooler(hidden, rngs=rngs)
-    self.mlm_head = MaskedLanguageModelHead(hidden, dims.vocab_size, rngs=rngs)
-    self.object_head = MaskedObjectHead(hidden, dims.visual_feature_dim, dims.num_object_labels,
-                                        dims.num_attribute_labels, rngs=rngs)
-    self.matching_head = MatchingHead(hidden, rngs=rngs)
-    self.answer_head = AnswerHead(hidden, dims.num_answers, rngs=rngs)
+    def __call__(self, batch: dict, *, mode: Mode, rngs: nnx.Rngs | None = None) -> Encoded:
+        """Encodes `batch` (text_ids/text_mask [batch, text_len], region_* fields) in `mode`.
 
-  def __call__(self, batch: dict, *, mode: Mode, rngs: nnx.Rngs | None = None) -> Encoded:
-    """Encodes `batch` (text_ids/text_mask [batch, text_len], region_* fields) in `mode`.
-
-    `rngs=None` means deterministic (no dropout).
-    """
-    text = self.text_embeddings(batch['text_ids'], rngs)
-    image, image_mask = self.visual_embeddings(batch, self.text_embeddings.token_type, rngs)
-    out = self.encoder(text, batch['text_mask'], image, image_mask, mode=mode, rngs=rngs)
-    return Encoded(text=out.text, image=out.image, pooled=self.pooler(out.text),
-                   image_pooled=masked_mean(out.image, image_mask),
-                   text_layers=out.text_layers, image_layers=out.image_layers)
+        `rngs=None` means deterministic (no dropout).
+        """
+        text = self.text_embeddings(batch['text_ids'], rngs)
+        image, image_mask = self.visual_embeddings(batch, self.text_embeddings.token_type, rngs)
+        out = self.encoder(text, batch['text_mask'], image, image_mask, mode=mode, rngs=rngs)
+        return Encoded(
+            text=out.text,
+            image=out.image,
+            pooled=self.pooler(out.text),
+            image_pooled=masked_mean(out.image, image_mask),
+            text_layers=out.text_layers,
+            image_layers=out.image_layers,
+        )

@@ -9,7 +9,7 @@ parameters a mode touches.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 
@@ -18,27 +18,27 @@ ObjectiveFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-  name: str
-  fn: ObjectiveFn
-  heads: tuple[str, ...]
+    name: str
+    fn: ObjectiveFn
+    heads: tuple[str, ...]
 
 
 OBJECTIVES: dict[str, Objective] = {}
 
 
 def register(name: str, *, heads: tuple[str, ...]):
-  """Decorator: `@register('mlm', heads=('mlm_head',))`."""
+    """Decorator: `@register('mlm', heads=('mlm_head',))`."""
 
-  def wrap(fn: ObjectiveFn) -> ObjectiveFn:
-    if name in OBJECTIVES:
-      raise ValueError(f'objective {name!r} registered twice')
-    OBJECTIVES[name] = Objective(name, fn, heads)
-    return fn
+    def wrap(fn: ObjectiveFn) -> ObjectiveFn:
+        if name in OBJECTIVES:
+            raise ValueError(f'objective {name!r} registered twice')
+        OBJECTIVES[name] = Objective(name, fn, heads)
+        return fn
 
-  return wrap
+    return wrap
 
 
 def get(name: str) -> Objective:
-  if name not in OBJECTIVES:
-    raise KeyError(f'unknown objective {name!r}; registered: {sorted(OBJECTIVES)}')
-  return OBJECTIVES[name]
+    if name not in OBJECTIVES:
+        raise KeyError(f'unknown objective {name!r}; registered: {sorted(OBJECTIVES)}')
+    return OBJECTIVES[name]

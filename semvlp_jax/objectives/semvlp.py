@@ -2,7 +2,7 @@
 
 Token- and region-level losses and QA count only matched image-text pairs (an ITM negative's text
 does not describe its image, so predicting its masked words from that image teaches nothing);
-ITM counts every pair.
+ITM counts every caption, matched or not.
 """
 
 from __future__ import annotations
@@ -15,59 +15,68 @@ from semvlp_jax.objectives.registry import register
 
 
 def _matched(batch) -> jnp.ndarray:
-  return batch['is_matched'].astype(jnp.float32)
+    return batch['is_matched'].astype(jnp.float32)
 
 
 @register('mlm', heads=('mlm_head',))
 def masked_language_modelling(model, encoded, batch):
-  """Cross-entropy at masked text positions only; decoder tied to the word embeddings."""
-  hidden = gather_positions(encoded.text, batch['mlm_positions'])
-  logits = model.mlm_head(hidden, model.text_embeddings.word)
-  weights = batch['mlm_weights'] * _matched(batch)[:, None]
-  loss, accuracy = weighted_cross_entropy(logits, batch['mlm_targets'], weights)
-  return loss, {'mlm_accuracy': accuracy}
+    """Cross-entropy at masked text positions only; decoder tied to the word embeddings."""
+    hidden = gather_positions(encoded.text, batch['mlm_positions'])
+    logits = model.mlm_head(hidden, model.text_embeddings.word)
+    weights = batch['mlm_weights'] * _matched(batch)[:, None]
+    loss, accuracy = weighted_cross_entropy(logits, batch['mlm_targets'], weights)
+    return loss, {'mlm_accuracy': accuracy}
 
 
 @register('mop', heads=('object_head',))
 def masked_object_prediction(model, encoded, batch):
-  """At masked regions: L2 feature regression + object-label CE (+ attribute CE if labelled)."""
-  predictions = model.object_head(gather_positions(encoded.image, batch['mop_positions']))
-  weights = batch['mop_weights'] * _matched(batch)[:, None]
-  squared_error = jnp.mean(jnp.square(predictions['features'] - batch['mop_features']), axis=-1)
-  feature_loss = weighted_mean(squared_error, weights)
-  labels = batch['mop_object_labels']
-  object_loss, object_accuracy = weighted_cross_entropy(
-      predictions['object_logits'], labels, weights * (labels >= 0))
-  metrics = {'mop_feature_loss': feature_loss, 'mop_object_accuracy': object_accuracy}
-  loss = feature_loss + object_loss
-  if 'attribute_logits' in predictions:
-    labels = batch['mop_attribute_labels']
-    attribute_loss, attribute_accuracy = weighted_cross_entropy(
-        predictions['attribute_logits'], labels, weights * (labels >= 0))
-    metrics['mop_attribute_accuracy'] = attribute_accuracy
-    loss = loss + attribute_loss
-  return loss, metrics
+    """At masked regions: L2 feature regression + object-label CE (+ attribute CE if labelled)."""
+    predictions = model.object_head(gather_positions(encoded.image, batch['mop_positions']))
+    weights = batch['mop_weights'] * _matched(batch)[:, None]
+    squared_error = jnp.mean(jnp.square(predictions['features'] - batch['mop_features']), axis=-1)
+    feature_loss = weighted_mean(squared_error, weights)
+    labels = batch['mop_object_labels']
+    object_loss, object_accuracy = weighted_cross_entropy(
+        predictions['object_logits'], labels, weights * (labels >= 0)
+    )
+    metrics = {'mop_feature_loss': feature_loss, 'mop_object_accuracy': object_accuracy}
+    loss = feature_loss + object_loss
+    if 'attribute_logits' in predictions:
+        labels = batch['mop_attribute_labels']
+        attribute_loss, attribute_accuracy = weighted_cross_entropy(
+            predictions['attribute_logits'], labels, weights * (labels >= 0)
+        )
+        metrics['mop_attribute_accuracy'] = attribute_accuracy
+        loss = loss + attribute_loss
+    return loss, metrics
 
 
 @register('itm', heads=('matching_head',))
 def image_text_matching(model, encoded, batch):
-  """2-way classification of the pooled output: is this the caption's own image?"""
-  logits = model.matching_head(encoded.pooled)
-  labels = batch['is_matched'].astype(jnp.int32)
-  loss, accuracy = weighted_cross_entropy(logits, labels, jnp.ones_like(labels))
-  return loss, {'itm_accuracy': accuracy}
+    """2-way classification of the pooled output: is this the caption's own image?
+
+    Only captions count: a question ("how many objects are there?") often fits any image, so
+    its match label would be noise.
+    """
+    logits = model.matching_head(encoded.pooled)
+    labels = batch['is_matched'].astype(jnp.int32)
+    is_caption = 1 - batch['is_question'].astype(jnp.float32)
+    loss, accuracy = weighted_cross_entropy(logits, labels, is_caption)
+    return loss, {'itm_accuracy': accuracy}
 
 
 @register('qa', heads=('answer_head',))
 def image_question_answering(model, encoded, batch):
-  """Binary cross-entropy against soft answer scores, for matched pairs whose text is a question.
+    """Binary cross-entropy against soft answer scores, for matched pairs whose text is a question.
 
-  The loss sums over answers (as in bottom-up-attention VQA); `qa_accuracy` is the soft score of
-  the arg-max answer, i.e. VQA accuracy.
-  """
-  logits = model.answer_head(encoded.pooled)
-  targets = batch['answer_scores']
-  weights = batch['is_question'].astype(jnp.float32) * _matched(batch)
-  per_example = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, targets), axis=-1)
-  predicted_score = jnp.take_along_axis(targets, jnp.argmax(logits, -1)[:, None], axis=-1)[:, 0]
-  return weighted_mean(per_example, weights), {'qa_accuracy': weighted_mean(predicted_score, weights)}
+    The loss sums over answers (as in bottom-up-attention VQA); `qa_accuracy` is the soft score of
+    the arg-max answer, i.e. VQA accuracy.
+    """
+    logits = model.answer_head(encoded.pooled)
+    targets = batch['answer_scores']
+    weights = batch['is_question'].astype(jnp.float32) * _matched(batch)
+    per_example = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, targets), axis=-1)
+    predicted_score = jnp.take_along_axis(targets, jnp.argmax(logits, -1)[:, None], axis=-1)[:, 0]
+    return weighted_mean(per_example, weights), {
+        'qa_accuracy': weighted_mean(predicted_score, weights)
+    }
