@@ -10,6 +10,7 @@ import ml_collections
 
 from semvlp_jax import objectives as objectives_lib
 from semvlp_jax import schedule as schedule_lib
+from semvlp_jax.models.embeddings import VISUAL_EMBEDDINGS
 from semvlp_jax.models.encoder import MODES
 from semvlp_jax.optimizer import modes_of
 
@@ -32,6 +33,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> schedule
         'schedule',
         'objectives',
         'eval_every',
+        'eval_batches',
+        'log_every',
         'model',
         'optimizer',
         'data',
@@ -39,6 +42,13 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> schedule
         _check(key in config, f'config.{key} is missing')
     _check(config.total_steps >= 1, f'config.total_steps={config.total_steps} must be >= 1')
     _check(config.eval_every >= 1, f'config.eval_every={config.eval_every} must be >= 1')
+    _check(config.log_every >= 1, f'config.log_every={config.log_every} must be >= 1')
+    _check(
+        1 <= config.eval_batches * config.batch_size <= config.data.num_val,
+        f'config.eval_batches={config.eval_batches} batches of {config.batch_size} need '
+        f'config.data.num_val >= {config.eval_batches * config.batch_size} '
+        f'(it is {config.data.num_val})',
+    )
     _check(
         config.batch_size >= 2,
         f'config.batch_size={config.batch_size} must be >= 2 '
@@ -63,8 +73,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> schedule
         f'config.model.num_heads={model.num_heads}',
     )
     _check(
-        model.visual_input == 'regions',
-        f"config.model.visual_input={model.visual_input!r}; only 'regions' is implemented",
+        model.visual_input in VISUAL_EMBEDDINGS,
+        f'config.model.visual_input={model.visual_input!r}; expected one of '
+        f'{sorted(VISUAL_EMBEDDINGS)}',
     )
     _check(
         0.0 <= model.dropout_rate < 1.0,

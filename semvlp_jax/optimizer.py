@@ -46,10 +46,11 @@ def parameter_groups(params: Any, objectives: Mapping[str, Mapping[str, float]])
         mode: {head for name in objectives.get(mode, {}) for head in objectives_lib.get(name).heads}
         for mode in MODES
     }
+    all_heads = {head for o in objectives_lib.OBJECTIVES.values() for head in o.heads}
 
     def label(path, _):
         names = _path_names(path)
-        if names[0].endswith('_head'):
+        if names[0] in all_heads:
             modes = [m for m in MODES if names[0] in heads_by_mode[m]]
         elif TWO_STREAM_ONLY in names:
             modes = ['two']

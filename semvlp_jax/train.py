@@ -71,11 +71,10 @@ def format_table(start: dict[str, float], end: dict[str, float]) -> str:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-
     # ---------------------------------------------------------------- config and devices
     schedule = config_checks.validate(config, num_devices=jax.device_count())
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     mesh = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
     batch_sharding = jax.NamedSharding(mesh, jax.P('data'))
     replicated = jax.NamedSharding(mesh, jax.P())

@@ -160,3 +160,11 @@ def test_itm_scores_captions_only_and_qa_matched_questions_only(setup, tiny_batc
     assert objective_loss('qa', np.ones(size), np.zeros(size)) == 0.0
     assert objective_loss('qa', np.zeros(size), np.ones(size)) == 0.0
     assert objective_loss('qa', np.ones(size), np.ones(size)) > 0
+
+
+def test_alternating_modes_compile_one_program_per_mode(setup, tiny_batch):
+    config, graphdef, optimizer, state = setup
+    step = jitted_step(config, graphdef, optimizer)
+    for mode in ['single', 'two', 'single', 'two', 'single']:
+        state, _ = step(state, tiny_batch, mode=mode)
+    assert step._cache_size() == 2

@@ -1,8 +1,9 @@
 """Input embeddings: BERT-layout text embedding and visual embeddings chosen by name.
 
 A visual embedding maps the batch's image fields to `([batch, image_len, hidden], [batch,
-image_len])` (tokens and padding mask). `VISUAL_EMBEDDINGS` is the seam where a ViT patch
-embedding is added next to the region one.
+image_len])` (tokens and padding mask). `VISUAL_EMBEDDINGS` maps `config.model.visual_input` to
+a builder `(model_config, data_dims, rngs) -> module`; a ViT patch embedding is added there,
+next to the region one.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from semvlp_jax.models.layers import BERT_INIT, dense, dropout, layer_norm, logical
+from semvlp_jax.models.layers import EMBEDDING_INIT, dense, dropout, layer_norm, logical
 
 TEXT_TYPE, IMAGE_TYPE = 0, 1
 
@@ -29,14 +30,20 @@ class TextEmbeddings(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.word = nnx.Embed(
-            vocab_size, hidden_size, embedding_init=logical(BERT_INIT, 'vocab', 'embed'), rngs=rngs
+            vocab_size,
+            hidden_size,
+            embedding_init=logical(EMBEDDING_INIT, 'vocab', 'embed'),
+            rngs=rngs,
         )
         self.position = nnx.Embed(
-            max_text_len, hidden_size, embedding_init=logical(BERT_INIT, None, 'embed'), rngs=rngs
+            max_text_len,
+            hidden_size,
+            embedding_init=logical(EMBEDDING_INIT, None, 'embed'),
+            rngs=rngs,
         )
         # The type table is shared with the visual side (type id 1 marks image tokens).
         self.token_type = nnx.Embed(
-            2, hidden_size, embedding_init=logical(BERT_INIT, None, 'embed'), rngs=rngs
+            2, hidden_size, embedding_init=logical(EMBEDDING_INIT, None, 'embed'), rngs=rngs
         )
         self.norm = layer_norm(hidden_size, rngs=rngs)
         self.dropout = nnx.Dropout(dropout_rate)
@@ -57,12 +64,18 @@ class RegionEmbeddings(nnx.Module):
 
     Boxes are (x1, y1, x2, y2) normalised to [0, 1]; width and height are appended here so the
     box projection sees 6 numbers. Regions get token type 1 and no 1-D position.
+
+    The projections have no bias: a masked (zeroed) region then projects to exactly 0 whatever
+    the weights, so LayerNorm's huge gradient at a constant input (1/sqrt(eps)) reaches no
+    parameter. With a bias, that gradient lands on the bias and dominates the global norm.
     """
 
     def __init__(self, feature_dim: int, hidden_size: int, dropout_rate: float, *, rngs: nnx.Rngs):
-        self.feature = dense(feature_dim, hidden_size, ('visual_features', 'embed'), rngs=rngs)
+        self.feature = dense(
+            feature_dim, hidden_size, ('visual_features', 'embed'), use_bias=False, rngs=rngs
+        )
         self.feature_norm = layer_norm(hidden_size, rngs=rngs)
-        self.box = dense(6, hidden_size, (None, 'embed'), rngs=rngs)
+        self.box = dense(6, hidden_size, (None, 'embed'), use_bias=False, rngs=rngs)
         self.box_norm = layer_norm(hidden_size, rngs=rngs)
         self.dropout = nnx.Dropout(dropout_rate)
 
@@ -80,4 +93,10 @@ class RegionEmbeddings(nnx.Module):
         return dropout(x, self.dropout, rngs), batch['region_mask']
 
 
-VISUAL_EMBEDDINGS = {'regions': RegionEmbeddings}
+def _regions(config, dims, *, rngs: nnx.Rngs) -> RegionEmbeddings:
+    return RegionEmbeddings(
+        dims.visual_feature_dim, config.hidden_size, config.dropout_rate, rngs=rngs
+    )
+
+
+VISUAL_EMBEDDINGS = {'regions': _regions}

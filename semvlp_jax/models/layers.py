@@ -11,7 +11,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-BERT_INIT = nnx.initializers.normal(stddev=0.02)
+# Embedding tables: BERT's N(0, 0.02).
+EMBEDDING_INIT = nnx.initializers.normal(stddev=0.02)
+# Dense kernels: fan-in scaled (LeCun normal). BERT's fixed 0.02 suits width 768 but leaves a
+# narrow model's attention logits near zero (uniform attention), which stalls cross-modal
+# alignment; pre-trained weights, when loaded, replace the initial values anyway.
+KERNEL_INIT = nnx.initializers.lecun_normal()
 
 
 def logical(init: nnx.Initializer, *axes: str | None) -> nnx.Initializer:
@@ -34,7 +39,7 @@ def dense(
         in_features,
         out_features,
         use_bias=use_bias,
-        kernel_init=logical(BERT_INIT, *axes),
+        kernel_init=logical(KERNEL_INIT, *axes),
         bias_init=logical(nnx.initializers.zeros, axes[1]),
         rngs=rngs,
     )

@@ -12,7 +12,7 @@ import jax
 import ml_collections
 from flax import nnx
 
-from semvlp_jax.models.embeddings import RegionEmbeddings, TextEmbeddings
+from semvlp_jax.models.embeddings import VISUAL_EMBEDDINGS, TextEmbeddings
 from semvlp_jax.models.encoder import Mode, SharedEncoder
 from semvlp_jax.models.heads import (
     AnswerHead,
@@ -61,9 +61,7 @@ class SemVLP(nnx.Module):
         self.text_embeddings = TextEmbeddings(
             dims.vocab_size, hidden, dims.max_text_len, config.dropout_rate, rngs=rngs
         )
-        self.visual_embeddings = RegionEmbeddings(
-            dims.visual_feature_dim, hidden, config.dropout_rate, rngs=rngs
-        )
+        self.visual_embeddings = VISUAL_EMBEDDINGS[config.visual_input](config, dims, rngs=rngs)
         self.encoder = SharedEncoder(
             num_layers=config.num_layers,
             num_cross_layers=config.num_cross_layers,
