@@ -24,6 +24,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_batches = 4
     c.log_every = 100
 
+    # Parallelism: mesh axis sizes (-1 takes the remaining devices) and a sharding preset
+    # (data_parallel | fsdp | fsdp_tensor), or explicit logical-axis rules, e.g.
+    # rules=(('embed', 'fsdp'), ('mlp', 'tensor')).
+    c.mesh = dict(data=-1, fsdp=1, tensor=1)
+    c.parallel = dict(preset='data_parallel', rules=())
+
     # Which objectives run in each mode, with their loss weights.
     all_four = {'mlm': 1.0, 'mop': 1.0, 'itm': 1.0, 'qa': 1.0}
     c.objectives = {'single': dict(all_four), 'two': dict(all_four)}

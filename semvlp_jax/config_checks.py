@@ -6,6 +6,8 @@ about `config.model.num_cross_layers`, not with a shape error from inside jit.
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from semvlp_jax import objectives as objectives_lib
@@ -13,6 +15,8 @@ from semvlp_jax import schedule as schedule_lib
 from semvlp_jax.models.embeddings import VISUAL_EMBEDDINGS
 from semvlp_jax.models.encoder import MODES
 from semvlp_jax.optimizer import modes_of
+from semvlp_jax.parallel import mesh as mesh_lib
+from semvlp_jax.parallel import sharding
 
 
 class ConfigError(ValueError):
@@ -36,6 +40,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> schedule
         'eval_batches',
         'log_every',
         'model',
+        'mesh',
+        'parallel',
         'optimizer',
         'data',
     ):
@@ -54,10 +60,16 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> schedule
         f'config.batch_size={config.batch_size} must be >= 2 '
         '(ITM negatives come from other examples of the batch)',
     )
+    try:
+        shape = dict(zip(mesh_lib.MESH_AXES, mesh_lib.mesh_shape(config.mesh, num_devices)))
+        sharding.rules_from_config(config.parallel)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    batch_shards = math.prod(shape[axis] for axis in mesh_lib.BATCH_AXES)
     _check(
-        config.batch_size % num_devices == 0,
-        f'config.batch_size={config.batch_size} is not divisible by the number of devices '
-        f'({num_devices})',
+        config.batch_size % batch_shards == 0,
+        f'config.batch_size={config.batch_size} is not divisible by the {batch_shards} batch '
+        f'shards of the mesh (data x fsdp of {shape}, {num_devices} devices)',
     )
 
     model = config.model

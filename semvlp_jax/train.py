@@ -7,6 +7,7 @@ is one compiled program.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import pathlib
@@ -23,6 +24,8 @@ from semvlp_jax import config_checks
 from semvlp_jax.data import pipeline
 from semvlp_jax.models.semvlp import DataDims, SemVLP
 from semvlp_jax.optimizer import ModeAwareOptimizer
+from semvlp_jax.parallel import mesh as mesh_lib
+from semvlp_jax.parallel import sharding
 from semvlp_jax.progress import MetricAverager, Progress, SummaryWriter
 from semvlp_jax.train_step import TrainState, eval_step, train_step
 
@@ -30,20 +33,71 @@ from semvlp_jax.train_step import TrainState, eval_step, train_step
 TABLE_METRICS = ('mlm_accuracy', 'itm_accuracy', 'qa_accuracy', 'mop_object_accuracy', 'loss')
 
 
-def create_model_and_state(config: ml_collections.ConfigDict, dims: DataDims):
-    """Builds the model, splits it into (graphdef, params) and initialises the optimizer."""
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """What the steps need besides the state: the NNX graph, the optimizer, the state layout."""
+
+    graphdef: nnx.GraphDef
+    optimizer: ModeAwareOptimizer
+    state_shardings: TrainState  # a TrainState of NamedShardings
+
+
+def create_model_and_state(
+    config: ml_collections.ConfigDict, dims: DataDims, mesh: jax.sharding.Mesh
+) -> tuple[Model, TrainState]:
+    """Creates the train state directly in its sharded layout on `mesh`.
+
+    The model is first built abstractly (shapes and logical axis names only); the rules table
+    turns the names into shardings, and one jitted init writes every shard where it lives, so
+    the full state never sits on one device.
+    """
     root = jax.random.key(config.seed)
-    model = SemVLP(config.model, dims, rngs=nnx.Rngs(params=jax.random.fold_in(root, 0)))
-    graphdef, params = nnx.split(model, nnx.Param)
-    params = nnx.to_pure_dict(params)
-    optimizer = ModeAwareOptimizer.create(config, params)
-    state = TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        opt_state=optimizer.init(params),
-        rng=jax.random.fold_in(root, 1),
+
+    def build_model() -> SemVLP:
+        return SemVLP(config.model, dims, rngs=nnx.Rngs(params=jax.random.fold_in(root, 0)))
+
+    graphdef, abstract_params = nnx.split(nnx.eval_shape(build_model), nnx.Param)
+    logical_specs = nnx.to_pure_dict(nnx.get_partition_spec(abstract_params))
+    abstract_params = nnx.to_pure_dict(abstract_params)
+    optimizer = ModeAwareOptimizer.create(config, abstract_params)
+
+    def init_state() -> TrainState:
+        params = nnx.to_pure_dict(nnx.state(build_model(), nnx.Param))
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=optimizer.init(params),
+            rng=jax.random.fold_in(root, 1),
+        )
+
+    rules = sharding.rules_from_config(config.parallel)
+    specs = sharding.param_specs(logical_specs, abstract_params, mesh, rules)
+    shardings = sharding.state_shardings(mesh, jax.eval_shape(init_state), specs)
+    state = jax.jit(init_state, out_shardings=shardings)()
+    return Model(graphdef, optimizer, shardings), state
+
+
+def jit_steps(config: ml_collections.ConfigDict, model: Model, mesh: jax.sharding.Mesh):
+    """The train step, compiled once per mode (static), state donated and kept in its layout;
+    and an eval step per mode that has objectives."""
+    bound = dict(
+        graphdef=model.graphdef,
+        objectives=config.objectives.to_dict(),
+        itm_negative_prob=config.itm_negative_prob,
     )
-    return graphdef, optimizer, state
+    replicated = jax.NamedSharding(mesh, jax.P())
+    train_fn = jax.jit(
+        functools.partial(train_step, optimizer=model.optimizer, **bound),
+        static_argnames='mode',
+        donate_argnums=0,
+        out_shardings=(model.state_shardings, replicated),
+    )
+    eval_fns = {
+        mode: jax.jit(functools.partial(eval_step, mode=mode, **bound), out_shardings=replicated)
+        for mode, objectives in bound['objectives'].items()
+        if objectives
+    }
+    return train_fn, eval_fns
 
 
 def evaluate(
@@ -75,11 +129,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     schedule = config_checks.validate(config, num_devices=jax.device_count())
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    mesh = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
-    batch_sharding = jax.NamedSharding(mesh, jax.P('data'))
-    replicated = jax.NamedSharding(mesh, jax.P())
+    mesh = mesh_lib.make_mesh(config.mesh)
+    batch_sharding = sharding.batch_sharding(mesh)
     logging.info(
-        '%d devices (%s); schedule %s', jax.device_count(), jax.default_backend(), config.schedule
+        '%d devices (%s), mesh %s, %s parameters; schedule %s',
+        jax.device_count(),
+        jax.default_backend(),
+        dict(mesh.shape),
+        config.parallel.preset,
+        config.schedule,
     )
 
     # ---------------------------------------------------------------- input
@@ -89,37 +147,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     val_batches = [jax.device_put(b, batch_sharding) for b in data.val[: config.eval_batches]]
 
     # ---------------------------------------------------------------- model and optimizer
-    graphdef, optimizer, state = create_model_and_state(config, data.dims)
-    state = jax.device_put(state, replicated)
+    model, state = create_model_and_state(config, data.dims, mesh)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     logging.info('model: %.2fM parameters', num_params / 1e6)
 
     # ---------------------------------------------------------------- compiled steps
-    objectives = config.objectives.to_dict()
-    step_fn = jax.jit(
-        functools.partial(
-            train_step,
-            graphdef=graphdef,
-            optimizer=optimizer,
-            objectives=objectives,
-            itm_negative_prob=config.itm_negative_prob,
-        ),
-        static_argnames='mode',
-        donate_argnums=0,
-    )
-    eval_fns = {
-        mode: jax.jit(
-            functools.partial(
-                eval_step,
-                mode=mode,
-                graphdef=graphdef,
-                objectives=objectives,
-                itm_negative_prob=config.itm_negative_prob,
-            )
-        )
-        for mode in objectives
-        if objectives[mode]
-    }
+    step_fn, eval_fns = jit_steps(config, model, mesh)
     eval_rng = jax.random.fold_in(jax.random.key(config.seed), 2)
 
     # ---------------------------------------------------------------- evaluation at start

@@ -23,8 +23,8 @@ def test_demo_config_is_valid():
         (lambda c: setattr(c.objectives, 'two', {}), 'config.objectives.two'),
         (lambda c: c.optimizer.update(decay='step'), 'config.optimizer.decay'),
         (lambda c: c.update(total_steps=0), 'config.total_steps'),
-    (lambda c: c.update(eval_batches=100), 'config.eval_batches'),
-    (lambda c: c.model.update(visual_input='pixels'), 'config.model.visual_input'),
+        (lambda c: c.update(eval_batches=100), 'config.eval_batches'),
+        (lambda c: c.model.update(visual_input='pixels'), 'config.model.visual_input'),
     ],
 )
 def test_invalid_values_name_the_key(override, key):

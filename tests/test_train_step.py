@@ -1,6 +1,7 @@
 """The pure train step: ITM pairing, untouched unused parameters, and learning in every mode."""
 
 import functools
+import types
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ from flax import nnx
 
 from semvlp_jax import objectives, train
 from semvlp_jax.optimizer import parameter_groups
+from semvlp_jax.parallel.mesh import make_mesh
 from semvlp_jax.train_step import IMAGE_FIELDS, make_itm_pairs, train_step
 from tests.conftest import tiny_config
 
@@ -66,8 +68,13 @@ def test_itm_negatives_are_spread_over_the_batch():
 @pytest.fixture(scope='module')
 def setup(tiny_data):
     config = tiny_config()
-    graphdef, optimizer, state = train.create_model_and_state(config, tiny_data.dims)
-    return config, graphdef, optimizer, state
+    one_device = make_mesh({'data': 1}, devices=jax.devices()[:1])
+    model, state = train.create_model_and_state(config, tiny_data.dims, one_device)
+    return types.SimpleNamespace(config=config, model=model, mesh=one_device, state=state)
+
+
+def unpack(setup):
+    return setup.config, setup.model.graphdef, setup.model.optimizer, setup.state
 
 
 def leaves_by_group(tree, groups, group):
@@ -77,7 +84,7 @@ def leaves_by_group(tree, groups, group):
 def test_single_stream_step_leaves_cross_attention_and_its_adam_state_bit_identical(
     setup, tiny_batch
 ):
-    config, graphdef, optimizer, state = setup
+    config, graphdef, optimizer, state = unpack(setup)
     groups = optimizer.groups
     assert set(jax.tree.leaves(groups)) == {'single+two', 'two'}
     step = jitted_step(config, graphdef, optimizer)
@@ -116,7 +123,7 @@ def test_single_stream_step_leaves_cross_attention_and_its_adam_state_bit_identi
 
 
 def test_heads_of_objectives_missing_from_a_mode_are_grouped_with_that_mode(setup):
-    config, _, _, state = setup
+    config, _, _, state = unpack(setup)
     objectives = {'single': {'mlm': 1.0}, 'two': {'mlm': 1.0, 'itm': 1.0}}
     groups = parameter_groups(state.params, objectives)
     assert set(jax.tree.leaves(groups['matching_head'])) == {'two'}
@@ -126,7 +133,7 @@ def test_heads_of_objectives_missing_from_a_mode_are_grouped_with_that_mode(setu
 
 @pytest.mark.parametrize('mode', ['single', 'two', 'both'])
 def test_overfits_a_fixed_tiny_batch(setup, tiny_batch, mode):
-    config, graphdef, optimizer, state = setup
+    config, graphdef, optimizer, state = unpack(setup)
     step = jitted_step(config, graphdef, optimizer)
     losses = []
     for _ in range(40):
@@ -139,7 +146,7 @@ def test_overfits_a_fixed_tiny_batch(setup, tiny_batch, mode):
 
 
 def test_itm_scores_captions_only_and_qa_matched_questions_only(setup, tiny_batch):
-    _, graphdef, _, state = setup
+    _, graphdef, _, state = unpack(setup)
     model = nnx.merge(graphdef, state.params)
     encoded = model(tiny_batch, mode='single')
     size = tiny_batch['text_ids'].shape[0]
@@ -163,8 +170,8 @@ def test_itm_scores_captions_only_and_qa_matched_questions_only(setup, tiny_batc
 
 
 def test_alternating_modes_compile_one_program_per_mode(setup, tiny_batch):
-    config, graphdef, optimizer, state = setup
-    step = jitted_step(config, graphdef, optimizer)
+    step, _ = train.jit_steps(setup.config, setup.model, setup.mesh)
+    state = jax.tree.map(jnp.copy, setup.state)  # the step donates its input
     for mode in ['single', 'two', 'single', 'two', 'single']:
         state, _ = step(state, tiny_batch, mode=mode)
     assert step._cache_size() == 2

@@ -1,0 +1,119 @@
+"""Logical axis rules: how parameters named with logical axes are laid out on the mesh.
+
+Model code names axes (`embed`, `heads`, `mlp`, `vocab`, ...); one rules table, chosen by a
+preset or given in full in the config, maps each logical name to a mesh axis (or to nothing:
+replicated). Presets:
+
+  data_parallel  every parameter replicated; the batch split over data x fsdp
+  fsdp           parameters and optimizer state split along `embed` over `fsdp` (ZeRO-3 style)
+  fsdp_tensor    fsdp, plus attention heads and MLP hidden units split over `tensor`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from semvlp_jax.parallel.mesh import BATCH_AXES
+
+Rules = tuple[tuple[str, str | None], ...]
+
+PRESETS: dict[str, Rules] = {
+    'data_parallel': (),
+    'fsdp': (('embed', 'fsdp'),),
+    'fsdp_tensor': (('embed', 'fsdp'), ('heads', 'tensor'), ('mlp', 'tensor')),
+}
+
+
+def rules_from_config(parallel: Mapping[str, Any]) -> Rules:
+    """`config.parallel.rules` if given, else the table of `config.parallel.preset`."""
+    if parallel.get('rules'):
+        return tuple((str(logical), mesh_axis) for logical, mesh_axis in parallel['rules'])
+    preset = parallel.get('preset', 'data_parallel')
+    if preset not in PRESETS:
+        raise ValueError(f'config.parallel.preset={preset!r}; expected one of {sorted(PRESETS)}')
+    return PRESETS[preset]
+
+
+def logical_to_mesh(logical: Sequence[str | None], rules: Rules) -> P:
+    """P('embed', 'mlp') -> P('fsdp', 'tensor') under `rules`; a mesh axis is used at most once."""
+    table = dict(rules)
+    used, spec = set(), []
+    for name in logical:
+        axis = table.get(name) if name is not None else None
+        if axis in used:
+            axis = None  # e.g. an [embed, embed] kernel: shard only its first dimension
+        used.add(axis)
+        spec.append(axis)
+    return P(*spec)
+
+
+def _path(path) -> str:
+    return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
+
+
+def param_specs(logical_specs: Any, shapes: Any, mesh: jax.sharding.Mesh, rules: Rules) -> Any:
+    """Mesh PartitionSpecs for parameters, checking that every split dimension divides evenly.
+
+    logical_specs: tree of P(logical names) (from `nnx.get_partition_spec`); shapes: same tree
+    of arrays or ShapeDtypeStructs.
+    """
+
+    def spec(path, logical, shape):
+        mesh_spec = logical_to_mesh(tuple(logical), rules)
+        for dim, axis in zip(shape.shape, mesh_spec):
+            if axis is not None and dim % mesh.shape[axis]:
+                raise ValueError(
+                    f'parameter {_path(path)} {tuple(shape.shape)}: dimension {dim} '
+                    f'(logical axis {logical}) does not split over mesh axis {axis!r} of size '
+                    f'{mesh.shape[axis]}; change config.parallel or the model size'
+                )
+        return mesh_spec
+
+    return jax.tree_util.tree_map_with_path(
+        spec, logical_specs, shapes, is_leaf=lambda x: isinstance(x, P)
+    )
+
+
+def state_shardings(mesh, abstract_state, specs) -> Any:
+    """NamedShardings for a TrainState: parameters per `specs`, each optimizer moment like its
+    parameter, scalars (step, Adam counts, RNG key) replicated.
+
+    A moment is recognised by its path ending in a parameter's path (optax keeps the parameter
+    tree inside its states) and having that parameter's shape.
+    """
+    replicated = NamedSharding(mesh, P())
+    is_spec = lambda x: isinstance(x, P)  # noqa: E731
+    params = jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=is_spec)
+    by_path = {
+        _dict_keys(path): (leaf.shape, sharding)
+        for (path, leaf), sharding in zip(
+            jax.tree_util.tree_leaves_with_path(abstract_state.params), jax.tree.leaves(params)
+        )
+    }
+
+    def like_its_parameter(path, leaf):
+        keys = _dict_keys(path)
+        for start in range(len(keys)):
+            shape, sharding = by_path.get(keys[start:], (None, None))
+            if shape == leaf.shape:
+                return sharding
+        return replicated
+
+    opt_state = jax.tree_util.tree_map_with_path(like_its_parameter, abstract_state.opt_state)
+    return abstract_state.replace(
+        step=replicated, params=params, opt_state=opt_state, rng=replicated
+    )
+
+
+def _dict_keys(path) -> tuple:
+    return tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+    """Examples split over data x fsdp; every other dimension whole."""
+    return NamedSharding(mesh, P(BATCH_AXES))
