@@ -28,7 +28,9 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> schedule_lib.Schedule:
+def validate(
+    config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1
+) -> schedule_lib.Schedule:
     """Raises ConfigError naming the key; returns the parsed mode schedule."""
     for key in (
         'seed',
@@ -65,6 +67,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int) -> schedule
         sharding.rules_from_config(config.parallel)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    _check(
+        config.batch_size % num_processes == 0,
+        f'config.batch_size={config.batch_size} is not divisible by the {num_processes} processes',
+    )
     batch_shards = math.prod(shape[axis] for axis in mesh_lib.BATCH_AXES)
     _check(
         config.batch_size % batch_shards == 0,

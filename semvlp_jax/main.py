@@ -1,6 +1,8 @@
 """Command line: `python -m semvlp_jax.main --config configs/demo.py --workdir DIR`.
 
 Any config key can be overridden, e.g. `--config.total_steps=100 --config.model.num_layers=2`.
+Multi-host: add `--multihost` on every host (on TPU that is all; elsewhere also
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`).
 """
 
 from __future__ import annotations
@@ -9,19 +11,31 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from semvlp_jax import config_checks, train
+from semvlp_jax.parallel import multihost
 
 config_flags.DEFINE_config_file(
     'config', None, 'Python config file (get_config(arg)).', lock_config=True
 )
 flags.DEFINE_string('workdir', None, 'Directory for the tokenizer cache, TensorBoard and metrics.')
+flags.DEFINE_bool(
+    'multihost', False, 'Join the other processes of a multi-host run (jax.distributed).'
+)
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (not needed on TPU).')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (not needed on TPU).')
+flags.DEFINE_integer('process_id', None, 'This process (not needed on TPU).')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
+    if FLAGS.multihost:
+        multihost.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     try:
-        train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except config_checks.ConfigError as e:
         raise app.UsageError(f'invalid config: {e}') from None
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import collections
+import json
 import pathlib
 import time
 from collections.abc import Mapping
 
-import numpy as np
 import tensorboardX
 
 
@@ -51,17 +51,40 @@ class MetricAverager:
         return means
 
 
-class SummaryWriter:
-    """Scalar summaries under WORKDIR/tensorboard (no TensorFlow needed)."""
+class RunLog:
+    """What a run leaves in its workdir: TensorBoard scalars under tensorboard/, every evaluation
+    as a line of eval_history.jsonl, and the final evaluation as metrics.json.
 
-    def __init__(self, workdir: str | pathlib.Path):
-        self._writer = tensorboardX.SummaryWriter(str(pathlib.Path(workdir) / 'tensorboard'))
+    Only one process of a multi-host run writes (`enabled`); the others keep the same calls as
+    no-ops so the training loop has no branches.
+    """
+
+    def __init__(self, workdir: str | pathlib.Path, *, enabled: bool = True):
+        self.workdir = pathlib.Path(workdir)
+        self.enabled = enabled
+        if enabled:
+            self._writer = tensorboardX.SummaryWriter(str(self.workdir / 'tensorboard'))
+            self._history = open(self.workdir / 'eval_history.jsonl', 'a')
 
     def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
         for key, value in metrics.items():
-            if np.isscalar(value) or np.ndim(value) == 0:
-                self._writer.add_scalar(key, float(value), step)
+            self._writer.add_scalar(key, float(value), step)
         self._writer.flush()
 
+    def evaluation(self, step: int, results: Mapping[str, float]) -> None:
+        self.scalars(step, results)
+        if self.enabled:
+            self._history.write(json.dumps({'step': step, **results}) + '\n')
+            self._history.flush()
+
+    def final(self, results: Mapping[str, float]) -> None:
+        if self.enabled:
+            text = json.dumps(dict(results), indent=2, sort_keys=True)
+            (self.workdir / 'metrics.json').write_text(text)
+
     def close(self) -> None:
-        self._writer.close()
+        if self.enabled:
+            self._history.close()
+            self._writer.close()

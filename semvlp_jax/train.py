@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 from collections.abc import Callable
 
@@ -26,7 +25,7 @@ from semvlp_jax.models.semvlp import DataDims, SemVLP
 from semvlp_jax.optimizer import ModeAwareOptimizer
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
-from semvlp_jax.progress import MetricAverager, Progress, SummaryWriter
+from semvlp_jax.progress import MetricAverager, Progress, RunLog
 from semvlp_jax.train_step import TrainState, eval_step, train_step
 
 # Metrics shown in the start/end table (all metrics go to TensorBoard and metrics.json).
@@ -126,7 +125,9 @@ def format_table(start: dict[str, float], end: dict[str, float]) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     # ---------------------------------------------------------------- config and devices
-    schedule = config_checks.validate(config, num_devices=jax.device_count())
+    schedule = config_checks.validate(
+        config, num_devices=jax.device_count(), num_processes=jax.process_count()
+    )
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = mesh_lib.make_mesh(config.mesh)
@@ -142,9 +143,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     # ---------------------------------------------------------------- input
     data = pipeline.synthetic_pretraining(
-        config.data, workdir, batch_size=config.batch_size, seed=config.seed
+        config.data,
+        workdir,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
-    val_batches = [jax.device_put(b, batch_sharding) for b in data.val[: config.eval_batches]]
+
+    def global_batch(local_batch):
+        """One global jax.Array per field from this process's rows."""
+        return jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(batch_sharding, x), local_batch
+        )
+
+    val_batches = [global_batch(b) for b in data.val[: config.eval_batches]]
 
     # ---------------------------------------------------------------- model and optimizer
     model, state = create_model_and_state(config, data.dims, mesh)
@@ -156,14 +169,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     eval_rng = jax.random.fold_in(jax.random.key(config.seed), 2)
 
     # ---------------------------------------------------------------- evaluation at start
-    writer = SummaryWriter(workdir)
-    history = open(workdir / 'eval_history.jsonl', 'a')
+    log = RunLog(workdir, enabled=jax.process_index() == 0)
 
     def run_eval(step: int, params) -> dict[str, float]:
         results = evaluate(eval_fns, params, val_batches, eval_rng)
-        writer.scalars(step, results)
-        history.write(json.dumps({'step': step, **results}) + '\n')
-        history.flush()
+        log.evaluation(step, results)
         logging.info('eval at step %d: %s', step, _short(results))
         return results
 
@@ -173,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     progress, averager, pending = Progress(config.total_steps), MetricAverager(), []
     for step in range(config.total_steps):
         mode = schedule.mode(step)
-        batch = jax.device_put(next(data.train), batch_sharding)
+        batch = global_batch(next(data.train))
         state, metrics = step_fn(state, batch, mode=mode)
         pending.append(metrics)
         done = step + 1
@@ -183,7 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             pending.clear()
             means = averager.pop()
             _check_finite(means, done)
-            writer.scalars(done, {f'train/{k}': v for k, v in means.items()})
+            log.scalars(done, {f'train/{k}': v for k, v in means.items()})
             logging.info(
                 'step %d/%d | %s | %s',
                 done,
@@ -196,9 +206,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     # ---------------------------------------------------------------- final report
     final_metrics = run_eval(config.total_steps, state.params)
-    history.close()
-    writer.close()
-    (workdir / 'metrics.json').write_text(json.dumps(final_metrics, indent=2, sort_keys=True))
+    log.final(final_metrics)
+    log.close()
     print(format_table(start_metrics, final_metrics), flush=True)
     return final_metrics
 

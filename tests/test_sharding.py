@@ -142,7 +142,9 @@ def test_indivisible_dimension_names_the_parameter(tiny_data):
     config.model.update(hidden_size=36, num_heads=2, mlp_size=72)  # 36 does not split 8 ways
     config.parallel.preset = 'fsdp'
     mesh = mesh_lib.make_mesh({'data': 1, 'fsdp': 8})
-    with pytest.raises(ValueError, match=r"parameter .*kernel.*does not split over mesh axis 'fsdp'"):
+    with pytest.raises(
+        ValueError, match=r"parameter .*kernel.*does not split over mesh axis 'fsdp'"
+    ):
         train.create_model_and_state(config, tiny_data.dims, mesh)
 
 

@@ -150,12 +150,38 @@ def synthetic_config(data: ml_collections.ConfigDict) -> synthetic.SyntheticConf
     )
 
 
+def process_share(
+    examples: grain.MapDataset, global_batch: int, process_index: int, process_count: int
+) -> grain.MapDataset:
+    """This process's rows of every global batch, in order.
+
+    Global batch b is examples [b * global_batch, (b + 1) * global_batch); process p reads only
+    its contiguous part of each. Examples are built per global index, so the global batch is the
+    same whatever the number of processes.
+    """
+    local = global_batch // process_count
+
+    def global_index(i: int) -> int:
+        return (i // local) * global_batch + process_index * local + i % local
+
+    length = len(examples) // global_batch * local
+    return grain.MapDataset.range(length).map(lambda i: examples[global_index(i)])
+
+
 def synthetic_pretraining(
-    data: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, batch_size: int, seed: int
+    data: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    *,
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> PretrainingData:
     """The embedded synthetic dataset (`config.data`) as pre-training input.
 
-    The tokenizer is trained on the synthetic captions at first use and cached in workdir.
+    `batch_size` is the global batch; each process gets its `batch_size / process_count` rows of
+    every batch (see `process_share`). The tokenizer is trained on the synthetic captions at
+    first use and cached in workdir.
     """
     scenes_config = synthetic_config(data)
     tokenizer = load_or_train_sentencepiece(
@@ -165,6 +191,7 @@ def synthetic_pretraining(
     )
     to_example = PretrainingExample(tokenizer, synthetic.ANSWERS, data)
 
+    local_batch = batch_size // process_count
     train = (
         grain.MapDataset.source(
             CachedScenes(synthetic.SyntheticScenes(scenes_config, 'train', data.num_train))
@@ -172,12 +199,15 @@ def synthetic_pretraining(
         .shuffle(seed=seed)
         .repeat()
         .random_map(to_example, seed=seed)
-        .batch(batch_size, drop_remainder=True)
     )
-    val = (
-        grain.MapDataset.source(synthetic.SyntheticScenes(scenes_config, 'val', data.num_val))
-        .random_map(to_example, seed=seed + 1)
-        .batch(batch_size, drop_remainder=True)
+    val = grain.MapDataset.source(
+        synthetic.SyntheticScenes(scenes_config, 'val', data.num_val)
+    ).random_map(to_example, seed=seed + 1)
+    train, val = (
+        process_share(ds, batch_size, process_index, process_count).batch(
+            local_batch, drop_remainder=True
+        )
+        for ds in (train, val)
     )
     read = grain.ReadOptions(num_threads=data.reader_threads, prefetch_buffer_size=4)
     dims = DataDims(

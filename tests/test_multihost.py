@@ -1,0 +1,84 @@
+"""Two processes on 127.0.0.1 train the demo config together, as one 4-device runtime."""
+
+import json
+import os
+import pathlib
+import re
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = [
+    '--config.total_steps=4',
+    '--config.log_every=1',
+    '--config.eval_every=100',
+    '--config.eval_batches=1',
+    '--config.batch_size=8',
+    '--config.model.num_layers=2',
+    '--config.model.num_cross_layers=1',
+    '--config.model.hidden_size=32',
+    '--config.model.num_heads=2',
+    '--config.model.mlp_size=64',
+]
+
+
+def launch(workdir, devices, *extra):
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    command = [sys.executable, '-m', 'semvlp_jax.main', '--config', str(ROOT / 'configs/demo.py')]
+    return subprocess.Popen(
+        [*command, '--workdir', str(workdir), *TINY, *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def step_lines(stderr):
+    return re.findall(r'step \d+/4 \| [^|]*', stderr)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
+    port = free_port()
+    workers = [
+        launch(
+            tmp_path / f'process{i}',
+            2,
+            '--multihost',
+            f'--coordinator_address=127.0.0.1:{port}',
+            '--num_processes=2',
+            f'--process_id={i}',
+        )
+        for i in range(2)
+    ]
+    outputs = [w.communicate(timeout=400) for w in workers]
+    for worker, (_, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+    single = launch(tmp_path / 'single', 4)
+    _, single_stderr = single.communicate(timeout=400)
+    assert single.returncode == 0, single_stderr[-3000:]
+
+    lines = [step_lines(stderr) for _, stderr in outputs]
+    assert len(lines[0]) == 4
+    assert lines[0] == lines[1], 'the two processes disagree'
+    assert lines[0] == step_lines(single_stderr), 'two processes differ from one process'
+    assert '4 devices' in outputs[0][1] and '4 devices' in single_stderr
+
+    # Only process 0 writes the run's files; its final metrics equal the 1-process run's.
+    assert not (tmp_path / 'process1' / 'metrics.json').exists()
+    together = json.loads((tmp_path / 'process0' / 'metrics.json').read_text())
+    alone = json.loads((tmp_path / 'single' / 'metrics.json').read_text())
+    assert together.keys() == alone.keys()
+    np.testing.assert_allclose(
+        [together[k] for k in sorted(together)], [alone[k] for k in sorted(alone)], rtol=1e-4
+    )
