@@ -43,6 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         mlp_size=512,
         dropout_rate=0.0,  # fresh synthetic data every step: dropout would only slow the demo
         visual_input='regions',
+        dtype='float32',  # compute dtype of embeddings and encoder: float32 | bfloat16
     )
 
     c.optimizer = dict(
@@ -50,6 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         warmup_steps=100,
         decay='linear',
         weight_decay=0.01,
+        mu_dtype='float32',  # Adam first moment: float32 | bfloat16 (second moment stays f32)
         b1=0.9,
         b2=0.999,
         eps=1e-6,

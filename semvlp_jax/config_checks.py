@@ -96,6 +96,15 @@ def validate(
         f'{sorted(VISUAL_EMBEDDINGS)}',
     )
     _check(
+        model.dtype in ('float32', 'bfloat16'),
+        f"config.model.dtype={model.dtype!r}; expected 'float32' or 'bfloat16'",
+    )
+    _check(
+        config.optimizer.mu_dtype in ('float32', 'bfloat16'),
+        f"config.optimizer.mu_dtype={config.optimizer.mu_dtype!r}; expected 'float32' or "
+        "'bfloat16'",
+    )
+    _check(
         0.0 <= model.dropout_rate < 1.0,
         f'config.model.dropout_rate={model.dropout_rate} must be in [0, 1)',
     )

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -98,7 +99,7 @@ class ModeAwareOptimizer:
             if label == UNUSED:
                 return optax.set_to_zero()
             return optax.chain(
-                optax.scale_by_adam(opt.b1, opt.b2, opt.eps),
+                optax.scale_by_adam(opt.b1, opt.b2, opt.eps, mu_dtype=jnp.dtype(opt.mu_dtype)),
                 optax.add_decayed_weights(opt.weight_decay, mask=_decay_mask),
             )
 

@@ -28,7 +28,9 @@ class TextEmbeddings(nnx.Module):
         dropout_rate: float,
         *,
         rngs: nnx.Rngs,
+        dtype: jnp.dtype = jnp.float32,
     ):
+        self.dtype = dtype  # of the output; the sum and LayerNorm statistics stay float32
         self.word = nnx.Embed(
             vocab_size,
             hidden_size,
@@ -56,7 +58,7 @@ class TextEmbeddings(nnx.Module):
             + self.position(positions)[None]
             + self.token_type(jnp.full_like(text_ids, TEXT_TYPE))
         )
-        return dropout(self.norm(x), self.dropout, rngs)
+        return dropout(self.norm(x).astype(self.dtype), self.dropout, rngs)
 
 
 class RegionEmbeddings(nnx.Module):
@@ -70,7 +72,16 @@ class RegionEmbeddings(nnx.Module):
     parameter. With a bias, that gradient lands on the bias and dominates the global norm.
     """
 
-    def __init__(self, feature_dim: int, hidden_size: int, dropout_rate: float, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        feature_dim: int,
+        hidden_size: int,
+        dropout_rate: float,
+        *,
+        rngs: nnx.Rngs,
+        dtype: jnp.dtype = jnp.float32,
+    ):
+        self.dtype = dtype  # of the output; the projections and LayerNorms stay float32
         self.feature = dense(
             feature_dim, hidden_size, ('visual_features', 'embed'), use_bias=False, rngs=rngs
         )
@@ -90,12 +101,16 @@ class RegionEmbeddings(nnx.Module):
             + self.box_norm(self.box(boxes))
         ) / 2
         x = x + type_embedding(jnp.full(x.shape[:2], IMAGE_TYPE))
-        return dropout(x, self.dropout, rngs), batch['region_mask']
+        return dropout(x.astype(self.dtype), self.dropout, rngs), batch['region_mask']
 
 
 def _regions(config, dims, *, rngs: nnx.Rngs) -> RegionEmbeddings:
     return RegionEmbeddings(
-        dims.visual_feature_dim, config.hidden_size, config.dropout_rate, rngs=rngs
+        dims.visual_feature_dim,
+        config.hidden_size,
+        config.dropout_rate,
+        rngs=rngs,
+        dtype=jnp.dtype(config.dtype),
     )
 
 

@@ -30,12 +30,20 @@ class CrossAttention(nnx.Module):
     """
 
     def __init__(
-        self, hidden_size: int, num_heads: int, dropout_rate: float, shared: bool, *, rngs: nnx.Rngs
+        self,
+        hidden_size: int,
+        num_heads: int,
+        dropout_rate: float,
+        shared: bool,
+        *,
+        rngs: nnx.Rngs,
+        dtype: jnp.dtype = jnp.float32,
     ):
-        self.text_to_image = Attention(hidden_size, num_heads, dropout_rate, rngs=rngs)
-        self.image_to_text = (
-            None if shared else Attention(hidden_size, num_heads, dropout_rate, rngs=rngs)
-        )
+        def attention():
+            return Attention(hidden_size, num_heads, dropout_rate, rngs=rngs, dtype=dtype)
+
+        self.text_to_image = attention()
+        self.image_to_text = None if shared else attention()
 
     def __call__(self, text, text_mask, image, image_mask, rngs):
         image_to_text = self.image_to_text or self.text_to_image
@@ -56,14 +64,24 @@ class EncoderLayer(nnx.Module):
         share_cross_attention: bool,
         *,
         rngs: nnx.Rngs,
+        dtype: jnp.dtype = jnp.float32,
     ):
-        self.self_attention = Attention(hidden_size, num_heads, dropout_rate, rngs=rngs)
+        self.self_attention = Attention(
+            hidden_size, num_heads, dropout_rate, rngs=rngs, dtype=dtype
+        )
         self.cross_attention = (
-            CrossAttention(hidden_size, num_heads, dropout_rate, share_cross_attention, rngs=rngs)
+            CrossAttention(
+                hidden_size,
+                num_heads,
+                dropout_rate,
+                share_cross_attention,
+                rngs=rngs,
+                dtype=dtype,
+            )
             if with_cross_attention
             else None
         )
-        self.feed_forward = FeedForward(hidden_size, mlp_size, dropout_rate, rngs=rngs)
+        self.feed_forward = FeedForward(hidden_size, mlp_size, dropout_rate, rngs=rngs, dtype=dtype)
 
     def single(self, x: jax.Array, mask: jax.Array, rngs) -> jax.Array:
         return self.feed_forward(self.self_attention(x, x, mask, rngs), rngs)
@@ -104,6 +122,7 @@ class SharedEncoder(nnx.Module):
         dropout_rate: float,
         share_cross_attention: bool,
         rngs: nnx.Rngs,
+        dtype: jnp.dtype = jnp.float32,
     ):
         if not 1 <= num_cross_layers <= num_layers:
             raise ValueError(
@@ -120,6 +139,7 @@ class SharedEncoder(nnx.Module):
                     i >= first_cross,
                     share_cross_attention,
                     rngs=rngs,
+                    dtype=dtype,
                 )
                 for i in range(num_layers)
             ]

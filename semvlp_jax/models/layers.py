@@ -33,22 +33,31 @@ def dense(
     *,
     rngs: nnx.Rngs,
     use_bias: bool = True,
+    dtype: jnp.dtype = jnp.float32,
 ) -> nnx.Linear:
-    """A Linear layer whose kernel is named `axes` and whose bias is named `axes[1]`."""
+    """A Linear layer whose kernel is named `axes` and whose bias is named `axes[1]`.
+
+    Parameters are float32; `dtype` is the compute (and output) dtype.
+    """
     return nnx.Linear(
         in_features,
         out_features,
         use_bias=use_bias,
+        dtype=dtype,
         kernel_init=logical(KERNEL_INIT, *axes),
         bias_init=logical(nnx.initializers.zeros, axes[1]),
         rngs=rngs,
     )
 
 
-def layer_norm(features: int, *, rngs: nnx.Rngs, eps: float = 1e-12) -> nnx.LayerNorm:
+def layer_norm(
+    features: int, *, rngs: nnx.Rngs, eps: float = 1e-12, dtype: jnp.dtype = jnp.float32
+) -> nnx.LayerNorm:
+    """LayerNorm whose statistics are computed in float32 whatever the output `dtype`."""
     return nnx.LayerNorm(
         features,
         epsilon=eps,
+        dtype=dtype,
         scale_init=logical(nnx.initializers.ones, 'norm'),
         bias_init=logical(nnx.initializers.zeros, 'norm'),
         rngs=rngs,
@@ -66,15 +75,23 @@ class Attention(nnx.Module):
     Used both as self-attention (context = queries) and as the pluggable cross-attention block.
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout_rate: float, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        dropout_rate: float,
+        *,
+        rngs: nnx.Rngs,
+        dtype: jnp.dtype = jnp.float32,
+    ):
         if hidden_size % num_heads:
             raise ValueError(f'hidden_size={hidden_size} is not divisible by num_heads={num_heads}')
         self.num_heads = num_heads
-        self.query = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs)
-        self.key = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs)
-        self.value = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs)
-        self.output = dense(hidden_size, hidden_size, ('heads', 'embed'), rngs=rngs)
-        self.norm = layer_norm(hidden_size, rngs=rngs)
+        self.query = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs, dtype=dtype)
+        self.key = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs, dtype=dtype)
+        self.value = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs, dtype=dtype)
+        self.output = dense(hidden_size, hidden_size, ('heads', 'embed'), rngs=rngs, dtype=dtype)
+        self.norm = layer_norm(hidden_size, rngs=rngs, dtype=dtype)
         self.dropout = nnx.Dropout(dropout_rate)
 
     def __call__(
@@ -98,10 +115,18 @@ class Attention(nnx.Module):
 class FeedForward(nnx.Module):
     """GELU MLP with residual and post-LayerNorm."""
 
-    def __init__(self, hidden_size: int, mlp_size: int, dropout_rate: float, *, rngs: nnx.Rngs):
-        self.expand = dense(hidden_size, mlp_size, ('embed', 'mlp'), rngs=rngs)
-        self.contract = dense(mlp_size, hidden_size, ('mlp', 'embed'), rngs=rngs)
-        self.norm = layer_norm(hidden_size, rngs=rngs)
+    def __init__(
+        self,
+        hidden_size: int,
+        mlp_size: int,
+        dropout_rate: float,
+        *,
+        rngs: nnx.Rngs,
+        dtype: jnp.dtype = jnp.float32,
+    ):
+        self.expand = dense(hidden_size, mlp_size, ('embed', 'mlp'), rngs=rngs, dtype=dtype)
+        self.contract = dense(mlp_size, hidden_size, ('mlp', 'embed'), rngs=rngs, dtype=dtype)
+        self.norm = layer_norm(hidden_size, rngs=rngs, dtype=dtype)
         self.dropout = nnx.Dropout(dropout_rate)
 
     def __call__(self, x: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
@@ -58,8 +59,9 @@ class Encoded:
 class SemVLP(nnx.Module):
     def __init__(self, config: ml_collections.ConfigDict, dims: DataDims, *, rngs: nnx.Rngs):
         hidden = config.hidden_size
+        dtype = jnp.dtype(config.dtype)  # compute dtype of embeddings and encoder; heads use f32
         self.text_embeddings = TextEmbeddings(
-            dims.vocab_size, hidden, dims.max_text_len, config.dropout_rate, rngs=rngs
+            dims.vocab_size, hidden, dims.max_text_len, config.dropout_rate, rngs=rngs, dtype=dtype
         )
         self.visual_embeddings = VISUAL_EMBEDDINGS[config.visual_input](config, dims, rngs=rngs)
         self.encoder = SharedEncoder(
@@ -71,6 +73,7 @@ class SemVLP(nnx.Module):
             dropout_rate=config.dropout_rate,
             share_cross_attention=config.share_cross_attention,
             rngs=rngs,
+            dtype=dtype,
         )
         self.pooler = Pooler(hidden, rngs=rngs)
         self.mlm_head = MaskedLanguageModelHead(hidden, dims.vocab_size, rngs=rngs)
@@ -92,11 +95,13 @@ class SemVLP(nnx.Module):
         text = self.text_embeddings(batch['text_ids'], rngs)
         image, image_mask = self.visual_embeddings(batch, self.text_embeddings.token_type, rngs)
         out = self.encoder(text, batch['text_mask'], image, image_mask, mode=mode, rngs=rngs)
+        # Heads, logits and losses run in float32 whatever the encoder's compute dtype.
+        text, image = out.text.astype(jnp.float32), out.image.astype(jnp.float32)
         return Encoded(
-            text=out.text,
-            image=out.image,
-            pooled=self.pooler(out.text),
-            image_pooled=masked_mean(out.image, image_mask),
+            text=text,
+            image=image,
+            pooled=self.pooler(text),
+            image_pooled=masked_mean(image, image_mask),
             text_layers=out.text_layers,
             image_layers=out.image_layers,
         )
