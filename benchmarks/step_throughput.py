@@ -1,0 +1,187 @@
+r"""Train-step throughput and model FLOPs utilisation, per mode, for two model sizes.
+
+    python benchmarks/step_throughput.py --output /tmp/step_throughput.json
+
+For the demo model and a BERT-base-size model (12 layers, 768 hidden, 36 regions of 2048-d
+features, 20 tokens) it times the jitted train step in each mode on random inputs and prints
+examples/s, step time and MFU. FLOPs per step come from XLA's cost analysis of the compiled step;
+the peak is measured here with a large jitted matmul in the model's compute dtype, not taken from
+a datasheet. Not a test: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import demo
+from semvlp_jax import train
+from semvlp_jax.models.semvlp import DataDims
+from semvlp_jax.parallel import mesh as mesh_lib
+from semvlp_jax.parallel import sharding
+
+
+def measured_peak_flops(dtype: str, size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a jitted [size, size] @ [size, size] matmul on the default backend."""
+    a = jnp.ones((size, size), dtype)
+    matmul = jax.jit(lambda x, y: x @ y)
+    matmul(a, a).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = matmul(a, a)
+    out.block_until_ready()
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def random_batch(dims: DataDims, batch_size: int, num_regions: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    text_len, masked_tokens, masked_regions = dims.max_text_len, 3, 3
+    boxes = np.sort(rng.random((batch_size, num_regions, 2, 2)), axis=2).reshape(
+        batch_size, num_regions, 4
+    )
+    return {
+        'text_ids': rng.integers(5, dims.vocab_size, (batch_size, text_len)).astype(np.int32),
+        'text_mask': np.ones((batch_size, text_len), np.int32),
+        'mlm_positions': rng.integers(1, text_len, (batch_size, masked_tokens)).astype(np.int32),
+        'mlm_targets': rng.integers(5, dims.vocab_size, (batch_size, masked_tokens)).astype(
+            np.int32
+        ),
+        'mlm_weights': np.ones((batch_size, masked_tokens), np.float32),
+        'region_features': rng.normal(
+            size=(batch_size, num_regions, dims.visual_feature_dim)
+        ).astype(np.float32),
+        'region_boxes': boxes.astype(np.float32),
+        'region_mask': np.ones((batch_size, num_regions), np.int32),
+        'mop_positions': rng.integers(0, num_regions, (batch_size, masked_regions)).astype(
+            np.int32
+        ),
+        'mop_features': rng.normal(
+            size=(batch_size, masked_regions, dims.visual_feature_dim)
+        ).astype(np.float32),
+        'mop_object_labels': rng.integers(0, dims.num_object_labels, (batch_size, 3)).astype(
+            np.int32
+        ),
+        'mop_attribute_labels': rng.integers(0, dims.num_attribute_labels, (batch_size, 3)).astype(
+            np.int32
+        ),
+        'mop_weights': np.ones((batch_size, masked_regions), np.float32),
+        'is_question': (rng.random(batch_size) < 0.2).astype(np.int32),
+        'answer_scores': (rng.random((batch_size, dims.num_answers)) < 0.01).astype(np.float32),
+    }
+
+
+@dataclasses.dataclass
+class Setting:
+    name: str
+    dims: DataDims
+    num_regions: int
+    batch_size: int
+    model: dict
+
+
+def settings(bert_batch_size: int) -> list[Setting]:
+    demo_config = demo.get_config()
+    demo_dims = DataDims(
+        vocab_size=46,
+        max_text_len=demo_config.data.max_text_len,
+        visual_feature_dim=demo_config.data.feature_dim,
+        num_object_labels=5,
+        num_attribute_labels=6,
+        num_answers=23,
+    )
+    bert_dims = DataDims(
+        vocab_size=30522,
+        max_text_len=20,
+        visual_feature_dim=2048,
+        num_object_labels=1600,
+        num_attribute_labels=400,
+        num_answers=3129,
+    )
+    bert = dict(num_layers=12, num_cross_layers=4, hidden_size=768, num_heads=12, mlp_size=3072)
+    return [
+        Setting('demo', demo_dims, demo_config.data.num_regions, demo_config.batch_size, {}),
+        Setting('bert_base', bert_dims, 36, bert_batch_size, bert),
+    ]
+
+
+def measure(setting: Setting, mode: str, steps: int, dtype: str, peak: float) -> dict:
+    config = demo.get_config()
+    config.model.update(dtype=dtype, **setting.model)
+    config.batch_size = setting.batch_size
+    mesh = mesh_lib.make_mesh(config.mesh)
+    model, state = train.create_model_and_state(config, setting.dims, mesh)
+    step, _ = train.jit_steps(config, model, mesh)
+    batch = jax.device_put(
+        random_batch(setting.dims, setting.batch_size, setting.num_regions),
+        sharding.batch_sharding(mesh),
+    )
+    compiled = step.lower(state, batch, mode=mode).compile()
+    flops = float(compiled.cost_analysis().get('flops', float('nan')))
+    state, metrics = step(state, batch, mode=mode)  # warm-up
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = step(state, batch, mode=mode)
+    jax.block_until_ready(metrics)
+    step_time = (time.perf_counter() - start) / steps
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    return {
+        'setting': setting.name,
+        'mode': mode,
+        'dtype': dtype,
+        'batch_size': setting.batch_size,
+        'parameters': int(num_params),
+        'step_time_s': step_time,
+        'examples_per_s': setting.batch_size / step_time,
+        'flops_per_step': flops,
+        'mfu': flops / step_time / peak,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--output', default='step_throughput.json')
+    parser.add_argument('--steps', type=int, default=5)
+    parser.add_argument('--bert_batch_size', type=int, default=16)
+    parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+    parser.add_argument('--settings', default='demo,bert_base')
+    args = parser.parse_args()
+
+    peak = measured_peak_flops(args.dtype)
+    print(
+        f'{jax.device_count()} x {jax.devices()[0].device_kind}: measured {args.dtype} matmul '
+        f'peak {peak / 1e9:.1f} GFLOP/s'
+    )
+    wanted = args.settings.split(',')
+    results = []
+    for setting in settings(args.bert_batch_size):
+        if setting.name not in wanted:
+            continue
+        for mode in ('single', 'two'):
+            r = measure(setting, mode, args.steps, args.dtype, peak)
+            results.append(r)
+            print(
+                f'{r["setting"]:<10} {r["mode"]:<7} batch {r["batch_size"]:>4}  '
+                f'{r["examples_per_s"]:9.1f} examples/s  step {r["step_time_s"] * 1e3:8.1f} ms  '
+                f'{r["flops_per_step"] / 1e9:9.1f} GFLOP/step  MFU {100 * r["mfu"]:5.1f}%'
+            )
+    report = {
+        'backend': jax.default_backend(),
+        'devices': jax.device_count(),
+        'device_kind': jax.devices()[0].device_kind,
+        'peak_flops': peak,
+        'results': results,
+    }
+    with open(args.output, 'w') as f:
+        json.dump(report, f, indent=2)
+    print(f'wrote {args.output}')
+
+
+if __name__ == '__main__':
+    main()
