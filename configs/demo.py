@@ -44,6 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dropout_rate=0.0,  # fresh synthetic data every step: dropout would only slow the demo
         visual_input='regions',
         dtype='float32',  # compute dtype of embeddings and encoder: float32 | bfloat16
+        remat='none',  # per-layer rematerialisation: none | full | dots
     )
 
     c.optimizer = dict(

@@ -13,7 +13,7 @@ import ml_collections
 from semvlp_jax import objectives as objectives_lib
 from semvlp_jax import schedule as schedule_lib
 from semvlp_jax.models.embeddings import VISUAL_EMBEDDINGS
-from semvlp_jax.models.encoder import MODES
+from semvlp_jax.models.encoder import MODES, REMAT_POLICIES
 from semvlp_jax.optimizer import modes_of
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
@@ -94,6 +94,10 @@ def validate(
         model.visual_input in VISUAL_EMBEDDINGS,
         f'config.model.visual_input={model.visual_input!r}; expected one of '
         f'{sorted(VISUAL_EMBEDDINGS)}',
+    )
+    _check(
+        model.remat in REMAT_POLICIES,
+        f'config.model.remat={model.remat!r}; expected one of {sorted(REMAT_POLICIES)}',
     )
     _check(
         model.dtype in ('float32', 'bfloat16'),

@@ -3,6 +3,7 @@
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -126,3 +127,25 @@ def test_dropout_is_off_without_rngs_and_on_with_them(tiny_data, tiny_batch):
     np.testing.assert_array_equal(a.text, b.text)
     c = model(tiny_batch, mode='two', rngs=nnx.Rngs(dropout=1))
     assert not np.allclose(a.text, c.text)
+
+
+@pytest.mark.parametrize('mode', ['single', 'two'])
+@pytest.mark.parametrize('remat', ['full', 'dots'])
+def test_rematerialisation_changes_nothing_but_memory(tiny_data, tiny_batch, mode, remat):
+    plain, _ = make_model(tiny_data, dropout_rate=0.2)
+    rematted, _ = make_model(tiny_data, dropout_rate=0.2, remat=remat)
+
+    def loss_and_grads(model):
+        graphdef, params = nnx.split(model, nnx.Param)
+
+        def loss(p):
+            encoded = nnx.merge(graphdef, p)(tiny_batch, mode=mode, rngs=nnx.Rngs(dropout=3))
+            return jnp.mean(encoded.text**2) + jnp.mean(encoded.image**2)
+
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    (loss_a, grads_a), (loss_b, grads_b) = loss_and_grads(plain), loss_and_grads(rematted)
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads_a, grads_b
+    )

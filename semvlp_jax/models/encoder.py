@@ -21,6 +21,14 @@ from semvlp_jax.models.layers import Attention, FeedForward
 Mode = Literal['single', 'two']
 MODES: tuple[Mode, ...] = ('single', 'two')
 
+# What a layer keeps for the backward pass (`config.model.remat`): everything (`none`), nothing
+# (`full`: recompute the layer), or only matmul outputs without a batch dimension (`dots`).
+REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
 
 class CrossAttention(nnx.Module):
     """The pluggable cross-modal block of one layer: text->image and image->text attention.
@@ -123,11 +131,15 @@ class SharedEncoder(nnx.Module):
         share_cross_attention: bool,
         rngs: nnx.Rngs,
         dtype: jnp.dtype = jnp.float32,
+        remat: str = 'none',
     ):
         if not 1 <= num_cross_layers <= num_layers:
             raise ValueError(
                 f'num_cross_layers={num_cross_layers} must be in 1..num_layers={num_layers}'
             )
+        if remat not in REMAT_POLICIES:
+            raise ValueError(f'remat={remat!r}; expected one of {sorted(REMAT_POLICIES)}')
+        self.remat = remat
         first_cross = num_layers - num_cross_layers
         self.layers = nnx.List(
             [
@@ -152,21 +164,33 @@ class SharedEncoder(nnx.Module):
             return self._two(text, text_mask, image, image_mask, rngs)
         raise ValueError(f'unknown mode {mode!r}; expected one of {MODES}')
 
+    def _per_layer(self, method: str):
+        """`method` of a layer as a function of (layer, *inputs), rematerialised per config."""
+
+        def call(layer, *inputs):
+            return getattr(layer, method)(*inputs)
+
+        if self.remat == 'none':
+            return call
+        return nnx.remat(call, policy=REMAT_POLICIES[self.remat])
+
     def _single(self, text, text_mask, image, image_mask, rngs) -> EncoderOutput:
         image_len = image.shape[1]
         x = jnp.concatenate([image, text], axis=1)
         mask = jnp.concatenate([image_mask, text_mask], axis=1)
+        run = self._per_layer('single')
         text_layers, image_layers = [], []
         for layer in self.layers:
-            x = layer.single(x, mask, rngs)
+            x = run(layer, x, mask, rngs)
             image_layers.append(x[:, :image_len])
             text_layers.append(x[:, image_len:])
         return EncoderOutput(text_layers[-1], image_layers[-1], text_layers, image_layers)
 
     def _two(self, text, text_mask, image, image_mask, rngs) -> EncoderOutput:
+        run = self._per_layer('two')
         text_layers, image_layers = [], []
         for layer in self.layers:
-            text, image = layer.two(text, text_mask, image, image_mask, rngs)
+            text, image = run(layer, text, text_mask, image, image_mask, rngs)
             text_layers.append(text)
             image_layers.append(image)
         return EncoderOutput(text, image, text_layers, image_layers)

@@ -74,6 +74,7 @@ class SemVLP(nnx.Module):
             share_cross_attention=config.share_cross_attention,
             rngs=rngs,
             dtype=dtype,
+            remat=config.remat,
         )
         self.pooler = Pooler(hidden, rngs=rngs)
         self.mlm_head = MaskedLanguageModelHead(hidden, dims.vocab_size, rngs=rngs)
