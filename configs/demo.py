@@ -15,12 +15,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.total_steps = 1600
+    c.total_steps = 1400
     c.batch_size = 64
     c.schedule = 'alternate'  # alternate | random | single | two | both | every:N
     c.p_two_stream = 0.5  # for schedule='random'
     c.itm_negative_prob = 0.5  # share of pairs whose image is swapped for another in the batch
-    c.eval_every = 400
+    c.eval_every = 350
     c.eval_batches = 4
     c.log_every = 100
 
