@@ -1,4 +1,4 @@
-"""Console progress (steps/s, ETA) and TensorBoard scalars in the workdir."""
+"""Console progress (steps/s, ETA) and what a run writes to its workdir."""
 
 from __future__ import annotations
 
