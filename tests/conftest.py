@@ -13,6 +13,17 @@ import pytest  # noqa: E402
 from configs import demo  # noqa: E402
 from semvlp_jax.data import pipeline  # noqa: E402
 
+# The tiny model as command-line overrides of the demo config (for subprocess tests).
+TINY_MODEL_FLAGS = (
+    '--config.eval_batches=1',
+    '--config.batch_size=8',
+    '--config.model.num_layers=2',
+    '--config.model.num_cross_layers=1',
+    '--config.model.hidden_size=32',
+    '--config.model.num_heads=2',
+    '--config.model.mlp_size=64',
+)
+
 
 def tiny_config():
     """The demo config shrunk so one compile + a few steps take seconds on a CPU."""

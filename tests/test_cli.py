@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+from tests.conftest import TINY_MODEL_FLAGS
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -36,13 +38,7 @@ def test_demo_runs_end_to_end_and_writes_metrics(tmp_path):
         '--config.total_steps=6',
         '--config.log_every=3',
         '--config.eval_every=4',
-        '--config.eval_batches=1',
-        '--config.batch_size=8',
-        '--config.model.num_layers=2',
-        '--config.model.num_cross_layers=1',
-        '--config.model.hidden_size=32',
-        '--config.model.num_heads=2',
-        '--config.model.mlp_size=64',
+        *TINY_MODEL_FLAGS,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / 'metrics.json').read_text())

@@ -10,18 +10,14 @@ import sys
 
 import numpy as np
 
+from tests.conftest import TINY_MODEL_FLAGS
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
     '--config.total_steps=4',
     '--config.log_every=1',
     '--config.eval_every=100',
-    '--config.eval_batches=1',
-    '--config.batch_size=8',
-    '--config.model.num_layers=2',
-    '--config.model.num_cross_layers=1',
-    '--config.model.hidden_size=32',
-    '--config.model.num_heads=2',
-    '--config.model.mlp_size=64',
+    *TINY_MODEL_FLAGS,
 ]
 
 
