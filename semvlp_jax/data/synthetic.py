@@ -505,21 +505,19 @@ def _existence_question(rng: np.random.Generator, objects: list[SceneObject]) ->
             {(SIZES[1 - SIZES.index(size)], colour, shape) for size, colour, shape in present}
             - present
         )
-        recombined = sorted(
-            (size, colour, shape)
-            for size in SIZES
-            for colour in colours
-            for shape in shapes
-            if (colour, shape) not in present_pairs
-        )
+
+        def absent(colours, shapes):
+            return sorted(
+                (size, colour, shape)
+                for size in SIZES
+                for colour in colours
+                for shape in shapes
+                if (colour, shape) not in present_pairs
+            )
+
+        recombined = absent(colours, shapes)
         # Any absent colour-shape pair: there are 30 and a scene has at most 9 objects.
-        any_absent = sorted(
-            (size, colour, shape)
-            for size in SIZES
-            for colour in COLOURS
-            for shape in SHAPES
-            if (colour, shape) not in present_pairs
-        )
+        any_absent = absent(COLOURS, SHAPES)
         pool = next(
             pool for pool in (flipped_sizes if with_size else [], recombined, any_absent) if pool
         )
