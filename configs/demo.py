@@ -17,6 +17,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seed = 0
     c.total_steps = 1400
     c.batch_size = 64
+    c.microbatches = 1  # gradient accumulation: k slices of the batch per update
     c.schedule = 'alternate'  # alternate | random | single | two | both | every:N
     c.p_two_stream = 0.5  # for schedule='random'
     c.itm_negative_prob = 0.5  # share of pairs whose image is swapped for another in the batch

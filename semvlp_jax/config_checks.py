@@ -36,6 +36,7 @@ def validate(
         'seed',
         'total_steps',
         'batch_size',
+        'microbatches',
         'schedule',
         'objectives',
         'eval_every',
@@ -72,6 +73,11 @@ def validate(
         f'config.batch_size={config.batch_size} is not divisible by the {num_processes} processes',
     )
     batch_shards = math.prod(shape[axis] for axis in mesh_lib.BATCH_AXES)
+    _check(
+        config.microbatches >= 1 and config.batch_size % (config.microbatches * batch_shards) == 0,
+        f'config.microbatches={config.microbatches}: config.batch_size={config.batch_size} must '
+        f'divide into microbatches that split over the {batch_shards} batch shards of the mesh',
+    )
     _check(
         config.batch_size % batch_shards == 0,
         f'config.batch_size={config.batch_size} is not divisible by the {batch_shards} batch '

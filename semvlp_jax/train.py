@@ -86,7 +86,12 @@ def jit_steps(config: ml_collections.ConfigDict, model: Model, mesh: jax.shardin
     )
     replicated = jax.NamedSharding(mesh, jax.P())
     train_fn = jax.jit(
-        functools.partial(train_step, optimizer=model.optimizer, **bound),
+        functools.partial(
+            train_step,
+            optimizer=model.optimizer,
+            microbatches=config.microbatches,
+            **bound,
+        ),
         static_argnames='mode',
         donate_argnums=0,
         out_shardings=(model.state_shardings, replicated),

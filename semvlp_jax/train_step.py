@@ -19,6 +19,7 @@ import optax
 from flax import nnx
 
 from semvlp_jax import objectives as objectives_lib
+from semvlp_jax.objectives.losses import Ratio
 from semvlp_jax.optimizer import ModeAwareOptimizer, modes_of
 
 # Fields that belong to the image and move with it when ITM swaps in another image.
@@ -63,7 +64,7 @@ def make_itm_pairs(
     return paired
 
 
-def mode_loss(
+def objective_terms(
     params,
     batch,
     rng: jax.Array | None,
@@ -71,18 +72,61 @@ def mode_loss(
     mode: str,
     graphdef: nnx.GraphDef,
     objectives: Mapping[str, Mapping[str, float]],
-) -> tuple[jax.Array, dict]:
-    """Weighted sum of `mode`'s objectives; `rng=None` evaluates without dropout."""
+) -> tuple[dict[str, Ratio], dict[str, Ratio]]:
+    """Loss terms (keyed `<objective>/<i>`) and metrics of `mode`'s objectives, as Ratios.
+
+    `rng=None` evaluates without dropout.
+    """
     model = nnx.merge(graphdef, params)
     encoded = model(batch, mode=mode, rngs=None if rng is None else nnx.Rngs(dropout=rng))
-    total, metrics = jnp.zeros((), jnp.float32), {}
-    for name, weight in objectives[mode].items():
-        loss, extra = objectives_lib.get(name).fn(model, encoded, batch)
-        total += weight * loss
-        metrics[f'{name}_loss'] = loss
+    terms, metrics = {}, {}
+    for name in objectives[mode]:
+        losses, extra = objectives_lib.get(name).fn(model, encoded, batch)
+        terms.update({f'{name}/{i}': term for i, term in enumerate(losses)})
         metrics.update(extra)
-    metrics['loss'] = total
-    return total, metrics
+    return terms, metrics
+
+
+def weighted_loss(
+    terms: Mapping[str, Ratio],
+    weights: Mapping[str, float],
+    counts: Mapping[str, jax.Array] | None = None,
+) -> jax.Array:
+    """sum over terms of objective weight * total / count.
+
+    `counts` replaces each term's own count: a microbatch divides by the whole batch's count, so
+    the microbatch losses add up to the whole batch's loss.
+    """
+    total = jnp.zeros((), jnp.float32)
+    for key, term in terms.items():
+        count = term.count if counts is None else counts[key]
+        total += weights[key.split('/')[0]] * term.total / jnp.maximum(count, 1e-6)
+    return total
+
+
+def summarise(
+    terms: Mapping[str, Ratio], metrics: Mapping[str, Ratio], weights: Mapping[str, float]
+) -> dict[str, jax.Array]:
+    """Scalar metrics: every metric's value, each objective's loss and the weighted total."""
+    out = {key: ratio.value for key, ratio in metrics.items()}
+    for name in weights:
+        out[f'{name}_loss'] = sum(
+            term.value for key, term in terms.items() if key.split('/')[0] == name
+        )
+    out['loss'] = sum(weight * out[f'{name}_loss'] for name, weight in weights.items())
+    return out
+
+
+def split_microbatches(batch, count: int):
+    """[batch, ...] -> [count, batch / count, ...]; microbatch j holds examples j, j + count, ...
+
+    Interleaving keeps every microbatch spread over all the devices that hold the batch.
+    """
+
+    def split(x):
+        return x.reshape(x.shape[0] // count, count, *x.shape[1:]).swapaxes(0, 1)
+
+    return jax.tree.map(split, batch)
 
 
 def train_step(
@@ -94,26 +138,56 @@ def train_step(
     optimizer: ModeAwareOptimizer,
     objectives: Mapping[str, Mapping[str, float]],
     itm_negative_prob: float,
+    microbatches: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One update in train-step mode `mode` ('single', 'two' or 'both').
 
-    Metrics are keyed `<model mode>/<metric>` (e.g. `two/mlm_accuracy`) plus `learning_rate` and
-    `grad_norm`.
+    With `microbatches` k > 1 the gradient is accumulated over k slices of the batch in a
+    `lax.scan`; the update equals one step on the whole batch. Metrics are keyed
+    `<model mode>/<metric>` (e.g. `two/mlm_accuracy`) plus `learning_rate` and `grad_norm`.
     """
     pair_rng, *dropout_rngs = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
     batch = make_itm_pairs(batch, pair_rng, itm_negative_prob)
+    modes = modes_of(mode)
 
-    def loss_fn(params):
-        total, metrics = jnp.zeros((), jnp.float32), {}
-        for model_mode, rng in zip(modes_of(mode), dropout_rngs):
-            loss, mode_metrics = mode_loss(
+    def loss_fn(params, batch, rngs, counts):
+        total, aux = jnp.zeros((), jnp.float32), {}
+        for model_mode, rng in zip(modes, rngs):
+            terms, metrics = objective_terms(
                 params, batch, rng, mode=model_mode, graphdef=graphdef, objectives=objectives
             )
-            total += loss
-            metrics.update({f'{model_mode}/{k}': v for k, v in mode_metrics.items()})
-        return total, metrics
+            mode_counts = None if counts is None else counts[model_mode]
+            total += weighted_loss(terms, objectives[model_mode], mode_counts)
+            aux[model_mode] = (terms, metrics)
+        return total, aux
 
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if microbatches == 1:
+        (_, aux), grads = grad_fn(state.params, batch, dropout_rngs, None)
+    else:
+        # Whole-batch denominators depend on the batch alone, so XLA drops the forward pass here.
+        _, whole = loss_fn(state.params, batch, [None] * len(modes), None)
+        counts = {m: {k: t.count for k, t in terms.items()} for m, (terms, _) in whole.items()}
+
+        def microbatch_grads(part):
+            microbatch, index = part
+            rngs = [jax.random.fold_in(rng, index) for rng in dropout_rngs]
+            (_, aux), grads = grad_fn(state.params, microbatch, rngs, counts)
+            return grads, aux
+
+        def accumulate(carry, part):
+            return jax.tree.map(jnp.add, carry, microbatch_grads(part)), None
+
+        parts = (split_microbatches(batch, microbatches), jnp.arange(microbatches))
+        shapes = jax.eval_shape(microbatch_grads, jax.tree.map(lambda x: x[0], parts))
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        (grads, aux), _ = jax.lax.scan(accumulate, zeros, parts)
+
+    metrics = {
+        f'{model_mode}/{key}': value
+        for model_mode, (terms, mode_metrics) in aux.items()
+        for key, value in summarise(terms, mode_metrics, objectives[model_mode]).items()
+    }
     params, opt_state = optimizer.apply(grads, state.opt_state, state.params, mode=mode)
     metrics['learning_rate'] = optimizer.learning_rate(state.step)
     metrics['grad_norm'] = optax.tree.norm(grads)
@@ -132,4 +206,7 @@ def eval_step(
 ) -> dict[str, jax.Array]:
     """Metrics of one model mode on one batch, without dropout; `rng` fixes the ITM pairing."""
     batch = make_itm_pairs(batch, rng, itm_negative_prob)
-    return mode_loss(params, batch, None, mode=mode, graphdef=graphdef, objectives=objectives)[1]
+    terms, metrics = objective_terms(
+        params, batch, None, mode=mode, graphdef=graphdef, objectives=objectives
+    )
+    return summarise(terms, metrics, objectives[mode])

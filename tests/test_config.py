@@ -24,6 +24,7 @@ def test_demo_config_is_valid():
         (lambda c: c.optimizer.update(decay='step'), 'config.optimizer.decay'),
         (lambda c: c.update(total_steps=0), 'config.total_steps'),
         (lambda c: c.update(eval_batches=100), 'config.eval_batches'),
+        (lambda c: c.update(microbatches=3), 'config.microbatches'),
         (lambda c: c.model.update(visual_input='pixels'), 'config.model.visual_input'),
     ],
 )

@@ -158,7 +158,8 @@ def test_itm_scores_captions_only_and_qa_matched_questions_only(setup, tiny_batc
             is_question=is_question.astype(np.int32),
             is_matched=is_matched.astype(np.int32),
         )
-        return float(objectives.get(name).fn(model, encoded, batch)[0])
+        terms, _ = objectives.get(name).fn(model, encoded, batch)
+        return float(sum(term.value for term in terms))
 
     everything = objective_loss('itm', np.zeros(size), half)
     assert everything > 0
@@ -175,3 +176,35 @@ def test_alternating_modes_compile_one_program_per_mode(setup, tiny_batch):
     for mode in ['single', 'two', 'single', 'two', 'single']:
         state, _ = step(state, tiny_batch, mode=mode)
     assert step._cache_size() == 2
+
+
+@pytest.mark.parametrize('mode', ['single', 'two', 'both'])
+def test_four_microbatches_equal_one_step_on_the_whole_batch(setup, tiny_data, mode):
+    config, graphdef, optimizer, state = unpack(setup)
+    batch = jax.tree.map(lambda *x: np.concatenate(x), *tiny_data.val[:2])  # 16 examples
+
+    def step(microbatches):
+        fn = jax.jit(
+            functools.partial(
+                train_step,
+                graphdef=graphdef,
+                optimizer=optimizer,
+                objectives=config.objectives.to_dict(),
+                itm_negative_prob=config.itm_negative_prob,
+                microbatches=microbatches,
+            ),
+            static_argnames='mode',
+        )
+        return jax.device_get(fn(state, batch, mode=mode))
+
+    (whole, whole_metrics), (accumulated, accumulated_metrics) = step(1), step(4)
+    assert whole_metrics.keys() == accumulated_metrics.keys()
+    for key in whole_metrics:
+        np.testing.assert_allclose(
+            accumulated_metrics[key], whole_metrics[key], rtol=1e-5, atol=1e-6, err_msg=key
+        )
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5),
+        accumulated.params,
+        whole.params,
+    )

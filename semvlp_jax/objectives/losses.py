@@ -1,21 +1,40 @@
-"""Weighted loss and metric helpers shared by the objectives. All results are f32 scalars."""
+"""Weighted loss and metric helpers shared by the objectives.
+
+Means are returned as `Ratio`s (numerator and denominator, f32 scalars) rather than numbers, so
+that the parts of a batch (gradient-accumulation microbatches) combine into exactly the mean over
+the whole batch.
+"""
 
 from __future__ import annotations
 
+import flax
 import jax
 import jax.numpy as jnp
 import optax
 
 
-def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
-    """sum(w * v) / sum(w), and 0 when every weight is 0 (e.g. a batch with no masked token)."""
+@flax.struct.dataclass
+class Ratio:
+    """A weighted mean as total / count; adding two Ratios pools their examples."""
+
+    total: jax.Array
+    count: jax.Array
+
+    @property
+    def value(self) -> jax.Array:
+        """The mean, and 0 when nothing was counted (e.g. a batch with no masked token)."""
+        return self.total / jnp.maximum(self.count, 1e-6)
+
+
+def weighted_mean(values: jax.Array, weights: jax.Array) -> Ratio:
+    """sum(w * v) / sum(w) as a Ratio."""
     weights = weights.astype(jnp.float32)
-    return jnp.sum(values.astype(jnp.float32) * weights) / jnp.maximum(jnp.sum(weights), 1e-6)
+    return Ratio(jnp.sum(values.astype(jnp.float32) * weights), jnp.sum(weights))
 
 
 def weighted_cross_entropy(
     logits: jax.Array, labels: jax.Array, weights: jax.Array
-) -> tuple[jax.Array, jax.Array]:
+) -> tuple[Ratio, Ratio]:
     """Softmax cross-entropy and accuracy over positions with weight > 0.
 
     logits [..., classes]; labels [...] int (negative labels must carry weight 0).

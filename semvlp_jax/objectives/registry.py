@@ -1,7 +1,8 @@
 """Objectives registered by name.
 
-An objective is a pure function `(model, encoded, batch) -> (loss, metrics)`: it applies the
-heads it needs to the encoder output and returns a scalar loss and a dict of scalar metrics.
+An objective is a pure function `(model, encoded, batch) -> (loss_terms, metrics)`: it applies
+the heads it needs to the encoder output and returns its loss as a tuple of `Ratio` terms (the
+objective's loss is the sum of their values) and a dict of `Ratio` metrics.
 Registering it also names the model heads (attribute names) it uses, so the optimizer knows which
 parameters a mode touches.
 """

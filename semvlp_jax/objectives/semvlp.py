@@ -25,7 +25,7 @@ def masked_language_modelling(model, encoded, batch):
     logits = model.mlm_head(hidden, model.text_embeddings.word)
     weights = batch['mlm_weights'] * _matched(batch)[:, None]
     loss, accuracy = weighted_cross_entropy(logits, batch['mlm_targets'], weights)
-    return loss, {'mlm_accuracy': accuracy}
+    return (loss,), {'mlm_accuracy': accuracy}
 
 
 @register('mop', heads=('object_head',))
@@ -40,15 +40,15 @@ def masked_object_prediction(model, encoded, batch):
         predictions['object_logits'], labels, weights * (labels >= 0)
     )
     metrics = {'mop_feature_loss': feature_loss, 'mop_object_accuracy': object_accuracy}
-    loss = feature_loss + object_loss
+    terms = (feature_loss, object_loss)
     if 'attribute_logits' in predictions:
         labels = batch['mop_attribute_labels']
         attribute_loss, attribute_accuracy = weighted_cross_entropy(
             predictions['attribute_logits'], labels, weights * (labels >= 0)
         )
         metrics['mop_attribute_accuracy'] = attribute_accuracy
-        loss = loss + attribute_loss
-    return loss, metrics
+        terms += (attribute_loss,)
+    return terms, metrics
 
 
 @register('itm', heads=('matching_head',))
@@ -62,7 +62,7 @@ def image_text_matching(model, encoded, batch):
     labels = batch['is_matched'].astype(jnp.int32)
     is_caption = 1 - batch['is_question'].astype(jnp.float32)
     loss, accuracy = weighted_cross_entropy(logits, labels, is_caption)
-    return loss, {'itm_accuracy': accuracy}
+    return (loss,), {'itm_accuracy': accuracy}
 
 
 @register('qa', heads=('answer_head',))
@@ -77,6 +77,6 @@ def image_question_answering(model, encoded, batch):
     weights = batch['is_question'].astype(jnp.float32) * _matched(batch)
     per_example = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, targets), axis=-1)
     predicted_score = jnp.take_along_axis(targets, jnp.argmax(logits, -1)[:, None], axis=-1)[:, 0]
-    return weighted_mean(per_example, weights), {
+    return (weighted_mean(per_example, weights),), {
         'qa_accuracy': weighted_mean(predicted_score, weights)
     }
