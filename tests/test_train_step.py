@@ -16,7 +16,8 @@ from semvlp_jax.train_step import IMAGE_FIELDS, make_itm_pairs, train_step
 from tests.conftest import tiny_config
 
 
-def jitted_step(config, graphdef, optimizer):
+def jitted_step(config, graphdef, optimizer, microbatches=1):
+    """The train step without donation, so fixtures' states can be reused."""
     return jax.jit(
         functools.partial(
             train_step,
@@ -24,6 +25,7 @@ def jitted_step(config, graphdef, optimizer):
             optimizer=optimizer,
             objectives=config.objectives.to_dict(),
             itm_negative_prob=config.itm_negative_prob,
+            microbatches=microbatches,
         ),
         static_argnames='mode',
     )
@@ -184,17 +186,7 @@ def test_four_microbatches_equal_one_step_on_the_whole_batch(setup, tiny_data, m
     batch = jax.tree.map(lambda *x: np.concatenate(x), *tiny_data.val[:2])  # 16 examples
 
     def step(microbatches):
-        fn = jax.jit(
-            functools.partial(
-                train_step,
-                graphdef=graphdef,
-                optimizer=optimizer,
-                objectives=config.objectives.to_dict(),
-                itm_negative_prob=config.itm_negative_prob,
-                microbatches=microbatches,
-            ),
-            static_argnames='mode',
-        )
+        fn = jitted_step(config, graphdef, optimizer, microbatches)
         return jax.device_get(fn(state, batch, mode=mode))
 
     (whole, whole_metrics), (accumulated, accumulated_metrics) = step(1), step(4)
