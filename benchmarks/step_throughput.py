@@ -1,12 +1,13 @@
 r"""Train-step throughput and model FLOPs utilisation, per mode, for two model sizes.
 
     python benchmarks/step_throughput.py --output /tmp/step_throughput.json
+    python benchmarks/step_throughput.py --scan_layers --remat full --output /tmp/scanned.json
 
 For the demo model and a BERT-base-size model (12 layers, 768 hidden, 36 regions of 2048-d
 features, 20 tokens) it times the jitted train step in each mode on random inputs and prints
-examples/s, step time and MFU. FLOPs per step come from XLA's cost analysis of the compiled step;
-the peak is measured here with a large jitted matmul in the model's compute dtype, not taken from
-a datasheet. Not a test: numbers depend on the machine.
+examples/s, step time, compile time and MFU. FLOPs per step come from XLA's cost analysis of the
+compiled (unrolled) step; the peak is measured here with a large jitted matmul in the model's
+compute dtype, not taken from a datasheet. Not a test: numbers depend on the machine.
 """
 
 from __future__ import annotations
@@ -110,33 +111,46 @@ def settings(bert_batch_size: int) -> list[Setting]:
     ]
 
 
-def measure(setting: Setting, mode: str, steps: int, dtype: str, peak: float) -> dict:
-    config = demo.get_config()
-    config.model.update(dtype=dtype, **setting.model)
-    config.batch_size = setting.batch_size
+def compiled_step(config, dims: DataDims, batch: dict, mode: str):
+    """(compiled train step, its state, its batch, seconds to compile) for `config`."""
     mesh = mesh_lib.make_mesh(config.mesh)
-    model, state = train.create_model_and_state(config, setting.dims, mesh)
+    model, state = train.create_model_and_state(config, dims, mesh)
     step, _ = train.jit_steps(config, model, mesh)
-    batch = jax.device_put(
-        random_batch(setting.dims, setting.batch_size, setting.num_regions),
-        sharding.batch_sharding(mesh),
-    )
+    batch = jax.device_put(batch, sharding.batch_sharding(mesh))
+    start = time.perf_counter()
     compiled = step.lower(state, batch, mode=mode).compile()
-    flops = float(compiled.cost_analysis().get('flops', float('nan')))
-    state, metrics = step(state, batch, mode=mode)  # warm-up
+    return compiled, state, batch, time.perf_counter() - start
+
+
+def measure(setting: Setting, mode: str, steps: int, args, peak: float) -> dict:
+    config = demo.get_config()
+    config.model.update(dtype=args.dtype, remat=args.remat, **setting.model)
+    config.batch_size = setting.batch_size
+    batch = random_batch(setting.dims, setting.batch_size, setting.num_regions)
+    config.model.scan_layers = args.scan_layers
+    step, state, batch, compile_s = compiled_step(config, setting.dims, batch, mode)
+    # XLA's cost analysis counts a while loop's body once, so FLOPs of a scanned model are taken
+    # from the unrolled program, which computes the same function.
+    config.model.scan_layers = False
+    unrolled = step if not args.scan_layers else compiled_step(config, setting.dims, batch, mode)[0]
+    flops = float(unrolled.cost_analysis().get('flops', float('nan')))
+    state, metrics = step(state, batch)  # warm-up
     jax.block_until_ready(metrics)
     start = time.perf_counter()
     for _ in range(steps):
-        state, metrics = step(state, batch, mode=mode)
+        state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
     step_time = (time.perf_counter() - start) / steps
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     return {
         'setting': setting.name,
         'mode': mode,
-        'dtype': dtype,
+        'dtype': args.dtype,
+        'remat': args.remat,
+        'scan_layers': args.scan_layers,
         'batch_size': setting.batch_size,
         'parameters': int(num_params),
+        'compile_s': compile_s,
         'step_time_s': step_time,
         'examples_per_s': setting.batch_size / step_time,
         'flops_per_step': flops,
@@ -151,6 +165,8 @@ def main():
     parser.add_argument('--bert_batch_size', type=int, default=16)
     parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
     parser.add_argument('--settings', default='demo,bert_base')
+    parser.add_argument('--remat', default='none', choices=['none', 'full', 'dots'])
+    parser.add_argument('--scan_layers', action='store_true')
     args = parser.parse_args()
 
     peak = measured_peak_flops(args.dtype)
@@ -164,12 +180,13 @@ def main():
         if setting.name not in wanted:
             continue
         for mode in ('single', 'two'):
-            r = measure(setting, mode, args.steps, args.dtype, peak)
+            r = measure(setting, mode, args.steps, args, peak)
             results.append(r)
             print(
                 f'{r["setting"]:<10} {r["mode"]:<7} batch {r["batch_size"]:>4}  '
                 f'{r["examples_per_s"]:9.1f} examples/s  step {r["step_time_s"] * 1e3:8.1f} ms  '
-                f'{r["flops_per_step"] / 1e9:9.1f} GFLOP/step  MFU {100 * r["mfu"]:5.1f}%'
+                f'{r["flops_per_step"] / 1e9:9.1f} GFLOP/step  MFU {100 * r["mfu"]:5.1f}%  '
+                f'compile {r["compile_s"]:5.1f} s'
             )
     report = {
         'backend': jax.default_backend(),

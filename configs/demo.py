@@ -46,6 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         visual_input='regions',
         dtype='float32',  # compute dtype of embeddings and encoder: float32 | bfloat16
         remat='none',  # per-layer rematerialisation: none | full | dots
+        scan_layers=False,  # True: bottom L-K and top K layers as two scanned stacks
     )
 
     c.optimizer = dict(

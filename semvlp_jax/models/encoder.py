@@ -10,7 +10,9 @@ two:    every layer runs on text and image separately with the same weights; in 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+import functools
+from collections.abc import Callable
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -117,7 +119,14 @@ class EncoderOutput:
 
 
 class SharedEncoder(nnx.Module):
-    """L layers; the top `num_cross_layers` carry a cross-attention block."""
+    """L layers; the top `num_cross_layers` (K) carry a cross-attention block.
+
+    `scan_layers=False`: a list of layers (`encoder/layers/<i>/...`) run by a Python loop.
+    `scan_layers=True`: the bottom L-K and the top K layers are two stacks whose parameters have a
+    leading `layers` axis (`encoder/stacks/<j>/...`), each run by one `nnx.scan`, so compile time
+    and program size stay flat as depth grows. Both layouts compute the same function;
+    `stack_layers` converts parameters from the first layout to the second.
+    """
 
     def __init__(
         self,
@@ -132,6 +141,7 @@ class SharedEncoder(nnx.Module):
         rngs: nnx.Rngs,
         dtype: jnp.dtype = jnp.float32,
         remat: str = 'none',
+        scan_layers: bool = False,
     ):
         if not 1 <= num_cross_layers <= num_layers:
             raise ValueError(
@@ -140,22 +150,34 @@ class SharedEncoder(nnx.Module):
         if remat not in REMAT_POLICIES:
             raise ValueError(f'remat={remat!r}; expected one of {sorted(REMAT_POLICIES)}')
         self.remat = remat
+
+        def layer(with_cross_attention: bool, rngs: nnx.Rngs) -> EncoderLayer:
+            return EncoderLayer(
+                hidden_size,
+                num_heads,
+                mlp_size,
+                dropout_rate,
+                with_cross_attention,
+                share_cross_attention,
+                rngs=rngs,
+                dtype=dtype,
+            )
+
         first_cross = num_layers - num_cross_layers
-        self.layers = nnx.List(
-            [
-                EncoderLayer(
-                    hidden_size,
-                    num_heads,
-                    mlp_size,
-                    dropout_rate,
-                    i >= first_cross,
-                    share_cross_attention,
-                    rngs=rngs,
-                    dtype=dtype,
-                )
-                for i in range(num_layers)
-            ]
-        )
+        if scan_layers:
+            # Layers per stack, bottom first; K == L leaves only the cross-attention stack.
+            self.stack_sizes = stack_sizes(num_layers, num_cross_layers)
+            with_cross = (False, True)[-len(self.stack_sizes) :]
+            self.layers = None
+            self.stacks = nnx.List(
+                [
+                    _stacked(size, functools.partial(layer, cross), rngs)
+                    for size, cross in zip(self.stack_sizes, with_cross)
+                ]
+            )
+        else:
+            self.stack_sizes = self.stacks = None
+            self.layers = nnx.List([layer(i >= first_cross, rngs) for i in range(num_layers)])
 
     def __call__(self, text, text_mask, image, image_mask, *, mode: Mode, rngs) -> EncoderOutput:
         if mode == 'single':
@@ -164,33 +186,86 @@ class SharedEncoder(nnx.Module):
             return self._two(text, text_mask, image, image_mask, rngs)
         raise ValueError(f'unknown mode {mode!r}; expected one of {MODES}')
 
-    def _per_layer(self, method: str):
-        """`method` of a layer as a function of (layer, *inputs), rematerialised per config."""
+    def _run(self, step: Callable, carry: Any, rngs) -> tuple[Any, list[Any]]:
+        """Runs `step(layer, carry, rngs) -> carry` through every layer, bottom first.
 
-        def call(layer, *inputs):
-            return getattr(layer, method)(*inputs)
+        Returns the final carry and the carry after each layer.
+        """
+        if self.remat != 'none':
+            step = nnx.remat(step, policy=REMAT_POLICIES[self.remat])
+        if self.layers is not None:
+            after = []
+            for layer in self.layers:
+                carry = step(layer, carry, rngs)
+                after.append(carry)
+            return carry, after
 
-        if self.remat == 'none':
-            return call
-        return nnx.remat(call, policy=REMAT_POLICIES[self.remat])
+        after = []
+        for size, stack in zip(self.stack_sizes, self.stacks):
+
+            @nnx.scan(in_axes=(0, nnx.Carry, 0), out_axes=(nnx.Carry, 0))
+            def scan(layer, carry, rngs):
+                carry = step(layer, carry, rngs)
+                return carry, carry
+
+            if rngs is not None:  # a different dropout stream for each layer of the stack
+                scan = nnx.split_rngs(splits=size)(scan)
+            carry, stacked = scan(stack, carry, rngs)
+            after += [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(size)]
+        return carry, after
 
     def _single(self, text, text_mask, image, image_mask, rngs) -> EncoderOutput:
         image_len = image.shape[1]
-        x = jnp.concatenate([image, text], axis=1)
         mask = jnp.concatenate([image_mask, text_mask], axis=1)
-        run = self._per_layer('single')
-        text_layers, image_layers = [], []
-        for layer in self.layers:
-            x = run(layer, x, mask, rngs)
-            image_layers.append(x[:, :image_len])
-            text_layers.append(x[:, image_len:])
-        return EncoderOutput(text_layers[-1], image_layers[-1], text_layers, image_layers)
+
+        def step(layer, x, rngs):
+            return layer.single(x, mask, rngs)
+
+        x, after = self._run(step, jnp.concatenate([image, text], axis=1), rngs)
+        return EncoderOutput(
+            text=x[:, image_len:],
+            image=x[:, :image_len],
+            text_layers=[x[:, image_len:] for x in after],
+            image_layers=[x[:, :image_len] for x in after],
+        )
 
     def _two(self, text, text_mask, image, image_mask, rngs) -> EncoderOutput:
-        run = self._per_layer('two')
-        text_layers, image_layers = [], []
-        for layer in self.layers:
-            text, image = run(layer, text, text_mask, image, image_mask, rngs)
-            text_layers.append(text)
-            image_layers.append(image)
-        return EncoderOutput(text, image, text_layers, image_layers)
+        def step(layer, carry, rngs):
+            return layer.two(carry[0], text_mask, carry[1], image_mask, rngs)
+
+        (text, image), after = self._run(step, (text, image), rngs)
+        return EncoderOutput(
+            text, image, [text for text, _ in after], [image for _, image in after]
+        )
+
+
+def stack_sizes(num_layers: int, num_cross_layers: int) -> tuple[int, ...]:
+    """Layers in each scanned stack, bottom first: (L-K, K), or (K,) when every layer crosses."""
+    return tuple(size for size in (num_layers - num_cross_layers, num_cross_layers) if size)
+
+
+def _stacked(size: int, make_layer: Callable[[nnx.Rngs], EncoderLayer], rngs: nnx.Rngs):
+    """`size` independently initialised layers as one module with a leading `layers` axis."""
+
+    @nnx.split_rngs(splits=size)
+    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: 'layers'})
+    def create(rngs):
+        return make_layer(rngs)
+
+    return create(rngs)
+
+
+def stack_layers(encoder_params: dict, num_layers: int, num_cross_layers: int) -> dict:
+    """Encoder parameters in the unrolled layout (`layers/<i>/...`) -> the scanned one.
+
+    `encoder_params` is a nested dict of arrays; the result has `stacks/<j>/...` with each leaf of
+    stack j the layers' leaves stacked on a new leading axis.
+    """
+    layers = encoder_params['layers']
+    stacks, first = {}, 0
+    for j, size in enumerate(stack_sizes(num_layers, num_cross_layers)):
+        members = [layers[i] for i in range(first, first + size)]
+        stacks[j] = jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
+        first += size
+    rest = {k: v for k, v in encoder_params.items() if k != 'layers'}
+    return {**rest, 'stacks': stacks}

@@ -75,6 +75,7 @@ class SemVLP(nnx.Module):
             rngs=rngs,
             dtype=dtype,
             remat=config.remat,
+            scan_layers=config.scan_layers,
         )
         self.pooler = Pooler(hidden, rngs=rngs)
         self.mlm_head = MaskedLanguageModelHead(hidden, dims.vocab_size, rngs=rngs)
