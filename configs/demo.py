@@ -25,6 +25,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_batches = 4
     c.log_every = 100
 
+    # Checkpoints (WORKDIR/checkpoints): saved every `checkpoint_every` steps, at every eval (with
+    # its metrics), at the end and on SIGTERM / preemption notice; the last `keep_checkpoints`
+    # are kept, plus the best by `best_metric` ('' for none). Rerunning with the same workdir
+    # resumes exactly; `init_from` (a checkpoint directory) starts a fine-tune from its
+    # parameters instead of a fresh initialisation.
+    c.checkpoint_every = 500
+    c.keep_checkpoints = 2
+    c.best_metric = 'val/two/itm_accuracy'
+    c.best_mode = 'max'  # max | min
+    c.init_from = ''
+    # A step whose loss or gradient is not finite applies no update and is counted
+    # (train/skipped_steps); with policy='stop' the run stops after `max_in_a_row` such steps.
+    c.nonfinite = dict(policy='skip', max_in_a_row=10)
+
     # Parallelism: mesh axis sizes (-1 takes the remaining devices) and a sharding preset
     # (data_parallel | fsdp | fsdp_tensor), or explicit logical-axis rules, e.g.
     # rules=(('embed', 'fsdp'), ('mlp', 'tensor')).

@@ -42,6 +42,12 @@ def validate(
         'eval_every',
         'eval_batches',
         'log_every',
+        'checkpoint_every',
+        'keep_checkpoints',
+        'best_metric',
+        'best_mode',
+        'init_from',
+        'nonfinite',
         'model',
         'mesh',
         'parallel',
@@ -52,6 +58,26 @@ def validate(
     _check(config.total_steps >= 1, f'config.total_steps={config.total_steps} must be >= 1')
     _check(config.eval_every >= 1, f'config.eval_every={config.eval_every} must be >= 1')
     _check(config.log_every >= 1, f'config.log_every={config.log_every} must be >= 1')
+    _check(
+        config.checkpoint_every >= 1,
+        f'config.checkpoint_every={config.checkpoint_every} must be >= 1',
+    )
+    _check(
+        config.keep_checkpoints >= 1,
+        f'config.keep_checkpoints={config.keep_checkpoints} must be >= 1',
+    )
+    _check(
+        config.best_mode in ('max', 'min'),
+        f"config.best_mode={config.best_mode!r}; expected 'max' or 'min'",
+    )
+    _check(
+        config.nonfinite.policy in ('skip', 'stop'),
+        f"config.nonfinite.policy={config.nonfinite.policy!r}; expected 'skip' or 'stop'",
+    )
+    _check(
+        config.nonfinite.max_in_a_row >= 1,
+        f'config.nonfinite.max_in_a_row={config.nonfinite.max_in_a_row} must be >= 1',
+    )
     _check(
         1 <= config.eval_batches * config.batch_size <= config.data.num_val,
         f'config.eval_batches={config.eval_batches} batches of {config.batch_size} need '
@@ -145,6 +171,14 @@ def validate(
                 f'config.schedule={config.schedule!r} runs mode {mode!r} but config.objectives.{mode} '
                 'lists no objective',
             )
+
+    best = config.best_metric.split('/')
+    _check(
+        not config.best_metric
+        or (len(best) == 3 and best[0] == 'val' and bool(config.objectives.get(best[1]))),
+        f'config.best_metric={config.best_metric!r}; expected "" or "val/<mode>/<metric>" for a '
+        f'mode with objectives ({sorted(m for m, o in config.objectives.items() if o)})',
+    )
 
     _check(
         config.optimizer.decay in ('linear', 'cosine'),

@@ -7,6 +7,10 @@ Multi-host: add `--multihost` on every host (on TPU that is all; elsewhere also
 
 from __future__ import annotations
 
+import logging as python_logging
+import os
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -16,7 +20,11 @@ from semvlp_jax.parallel import multihost
 config_flags.DEFINE_config_file(
     'config', None, 'Python config file (get_config(arg)).', lock_config=True
 )
-flags.DEFINE_string('workdir', None, 'Directory for the tokenizer cache, TensorBoard and metrics.')
+flags.DEFINE_string(
+    'workdir',
+    None,
+    'Run directory: checkpoints, tokenizer cache, TensorBoard, metrics. Reusing it resumes.',
+)
 flags.DEFINE_bool(
     'multihost', False, 'Join the other processes of a multi-host run (jax.distributed).'
 )
@@ -27,17 +35,31 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 FLAGS = flags.FLAGS
+# Exit status after a SIGTERM or preemption stop (128 + SIGTERM, as if the signal had killed us),
+# so a scheduler treats the run as interrupted, not finished.
+PREEMPTED_EXIT_CODE = 143
+
+
+def _quiet_libraries(record) -> bool:
+    """Keeps orbax's and grain's warnings and errors, not their per-save INFO lines."""
+    return record.levelno >= python_logging.WARNING or not any(
+        f'{os.sep}{name}{os.sep}' in record.pathname for name in ('orbax', 'grain')
+    )
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().python_handler.addFilter(_quiet_libraries)
     if FLAGS.multihost:
         multihost.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     try:
         train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except config_checks.ConfigError as e:
         raise app.UsageError(f'invalid config: {e}') from None
+    except train.Preempted as e:
+        logging.warning('%s', e)
+        sys.exit(PREEMPTED_EXIT_CODE)
 
 
 if __name__ == '__main__':

@@ -52,19 +52,25 @@ class MetricAverager:
 
 
 class RunLog:
-    """What a run leaves in its workdir: TensorBoard scalars under tensorboard/, every evaluation
-    as a line of eval_history.jsonl, and the final evaluation as metrics.json.
+    """What a run leaves in its workdir: TensorBoard scalars under tensorboard/, every logged
+    training window as a line of train_history.jsonl, every evaluation as a line of
+    eval_history.jsonl, and the final evaluation as metrics.json.
 
-    Only one process of a multi-host run writes (`enabled`); the others keep the same calls as
-    no-ops so the training loop has no branches.
+    A run resumed at step s first drops history lines after s (written by the interrupted run
+    after its last checkpoint), so each step appears once. Only one process of a multi-host run
+    writes (`enabled`); the others keep the same calls as no-ops so the loop has no branches.
     """
 
-    def __init__(self, workdir: str | pathlib.Path, *, enabled: bool = True):
+    def __init__(self, workdir: str | pathlib.Path, *, enabled: bool = True, resume_step: int = 0):
         self.workdir = pathlib.Path(workdir)
         self.enabled = enabled
         if enabled:
             self._writer = tensorboardX.SummaryWriter(str(self.workdir / 'tensorboard'))
-            self._history = open(self.workdir / 'eval_history.jsonl', 'a')
+            self._files = {}
+            for name in ('train_history', 'eval_history'):
+                path = self.workdir / f'{name}.jsonl'
+                _drop_lines_after(path, resume_step)
+                self._files[name] = open(path, 'a')
 
     def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -73,11 +79,18 @@ class RunLog:
             self._writer.add_scalar(key, float(value), step)
         self._writer.flush()
 
+    def train(self, step: int, metrics: Mapping[str, float]) -> None:
+        self._record('train_history', step, {f'train/{k}': v for k, v in metrics.items()})
+
     def evaluation(self, step: int, results: Mapping[str, float]) -> None:
-        self.scalars(step, results)
+        self._record('eval_history', step, results)
+
+    def _record(self, name: str, step: int, metrics: Mapping[str, float]) -> None:
+        self.scalars(step, metrics)
         if self.enabled:
-            self._history.write(json.dumps({'step': step, **results}) + '\n')
-            self._history.flush()
+            line = {'step': step, **{k: float(v) for k, v in metrics.items()}}
+            self._files[name].write(json.dumps(line) + '\n')
+            self._files[name].flush()
 
     def final(self, results: Mapping[str, float]) -> None:
         if self.enabled:
@@ -86,5 +99,20 @@ class RunLog:
 
     def close(self) -> None:
         if self.enabled:
-            self._history.close()
+            for file in self._files.values():
+                file.close()
             self._writer.close()
+
+
+def _drop_lines_after(path: pathlib.Path, step: int) -> None:
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)['step'] <= step]
+    if len(kept) != len(lines):
+        path.write_text(''.join(kept))
+
+
+def read_history(path: str | pathlib.Path) -> list[dict]:
+    """The records of a train_history.jsonl or eval_history.jsonl file, in order."""
+    return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]

@@ -13,13 +13,11 @@ import pathlib
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import logging
 from flax import nnx
 
-from semvlp_jax import config_checks
+from semvlp_jax import checkpoint, config_checks
 from semvlp_jax.data import pipeline
 from semvlp_jax.models.semvlp import DataDims, SemVLP
 from semvlp_jax.optimizer import ModeAwareOptimizer
@@ -34,21 +32,25 @@ TABLE_METRICS = ('mlm_accuracy', 'itm_accuracy', 'qa_accuracy', 'mop_object_accu
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """What the steps need besides the state: the NNX graph, the optimizer, the state layout."""
+    """What the steps need besides the state: the NNX graph, the optimizer, the state layout;
+    and how to make a fresh state."""
 
     graphdef: nnx.GraphDef
     optimizer: ModeAwareOptimizer
     state_shardings: TrainState  # a TrainState of NamedShardings
+    abstract_state: TrainState  # a TrainState of ShapeDtypeStructs carrying those shardings
+    init: Callable[[], TrainState]  # a freshly initialised state, created in its sharded layout
 
 
-def create_model_and_state(
+def create_model(
     config: ml_collections.ConfigDict, dims: DataDims, mesh: jax.sharding.Mesh
-) -> tuple[Model, TrainState]:
-    """Creates the train state directly in its sharded layout on `mesh`.
+) -> Model:
+    """The model, its optimizer and the state layout on `mesh`, without allocating the state.
 
-    The model is first built abstractly (shapes and logical axis names only); the rules table
-    turns the names into shardings, and one jitted init writes every shard where it lives, so
-    the full state never sits on one device.
+    The model is built abstractly (shapes and logical axis names only); the rules table turns the
+    names into shardings. `Model.init` is one jitted init that writes every shard where it lives,
+    so the full state never sits on one device; a resumed run restores into `abstract_state`
+    instead and never initialises.
     """
     root = jax.random.key(config.seed)
 
@@ -62,18 +64,25 @@ def create_model_and_state(
 
     def init_state() -> TrainState:
         params = nnx.to_pure_dict(nnx.state(build_model(), nnx.Param))
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=optimizer.init(params),
-            rng=jax.random.fold_in(root, 1),
-        )
+        return TrainState.create(params, optimizer.init(params), jax.random.fold_in(root, 1))
 
     rules = sharding.rules_from_config(config.parallel)
     specs = sharding.param_specs(logical_specs, abstract_params, mesh, rules)
-    shardings = sharding.state_shardings(mesh, jax.eval_shape(init_state), specs)
-    state = jax.jit(init_state, out_shardings=shardings)()
-    return Model(graphdef, optimizer, shardings), state
+    shapes = jax.eval_shape(init_state)
+    shardings = sharding.state_shardings(mesh, shapes, specs)
+    abstract_state = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+    )
+    init = jax.jit(init_state, out_shardings=shardings)
+    return Model(graphdef, optimizer, shardings, abstract_state, init)
+
+
+def create_model_and_state(
+    config: ml_collections.ConfigDict, dims: DataDims, mesh: jax.sharding.Mesh
+) -> tuple[Model, TrainState]:
+    """The model and a freshly initialised, sharded train state."""
+    model = create_model(config, dims, mesh)
+    return model, model.init()
 
 
 def jit_steps(config: ml_collections.ConfigDict, model: Model, mesh: jax.sharding.Mesh):
@@ -164,63 +173,121 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     val_batches = [global_batch(b) for b in data.val[: config.eval_batches]]
 
-    # ---------------------------------------------------------------- model and optimizer
-    model, state = create_model_and_state(config, data.dims, mesh)
-    num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    logging.info('model: %.2fM parameters', num_params / 1e6)
+    # ---------------------------------------------------------------- model, state: resume or init
+    model = create_model(config, data.dims, mesh)
+    # Leaving this block by any path (an error included) waits for saves still being written.
+    with checkpoint.Checkpoints(
+        workdir,
+        keep=config.keep_checkpoints,
+        best_metric=config.best_metric,
+        best_mode=config.best_mode,
+    ) as checkpoints:
+        restored = checkpoints.restore_latest(model.abstract_state, data.train)
+        if restored is not None:
+            state, meta = restored
+            start_metrics = meta['start_metrics']
+            logging.info('resumed from the checkpoint at step %d', int(state.step))
+        else:
+            state, start_metrics = model.init(), None
+            if config.init_from:
+                params, report = checkpoint.load_pretrained(config.init_from, state.params)
+                state = state.replace(params=params)  # Adam's initial state does not depend on them
+                logging.info('initialised from %s: %s', config.init_from, report.summary())
+        first_step = int(state.step)
+        num_params = sum(x.size for x in jax.tree.leaves(state.params))
+        logging.info('model: %.2fM parameters', num_params / 1e6)
 
-    # ---------------------------------------------------------------- compiled steps
-    step_fn, eval_fns = jit_steps(config, model, mesh)
-    eval_rng = jax.random.fold_in(jax.random.key(config.seed), 2)
+        # ---------------------------------------------------------------- compiled steps
+        step_fn, eval_fns = jit_steps(config, model, mesh)
+        eval_rng = jax.random.fold_in(jax.random.key(config.seed), 2)
 
-    # ---------------------------------------------------------------- evaluation at start
-    log = RunLog(workdir, enabled=jax.process_index() == 0)
+        # ---------------------------------------------------------------- evaluation at start
+        log = RunLog(workdir, enabled=jax.process_index() == 0, resume_step=first_step)
 
-    def run_eval(step: int, params) -> dict[str, float]:
-        results = evaluate(eval_fns, params, val_batches, eval_rng)
-        log.evaluation(step, results)
-        logging.info('eval at step %d: %s', step, _short(results))
-        return results
+        def run_eval(step: int, params) -> dict[str, float]:
+            results = evaluate(eval_fns, params, val_batches, eval_rng)
+            log.evaluation(step, results)
+            logging.info('eval at step %d: %s', step, _short(results))
+            return results
 
-    start_metrics = run_eval(0, state.params)
+        if start_metrics is None:
+            start_metrics = run_eval(0, state.params)
+        meta = {'config': config.to_json_best_effort(), 'start_metrics': start_metrics}
 
-    # ---------------------------------------------------------------- training loop
-    progress, averager, pending = Progress(config.total_steps), MetricAverager(), []
-    for step in range(config.total_steps):
-        mode = schedule.mode(step)
-        batch = global_batch(next(data.train))
-        state, metrics = step_fn(state, batch, mode=mode)
-        pending.append(metrics)
-        done = step + 1
-        if done % config.log_every == 0 or done == config.total_steps:
-            for m in jax.device_get(pending):
-                averager.add(m)
-            pending.clear()
-            means = averager.pop()
-            _check_finite(means, done)
-            log.scalars(done, {f'train/{k}': v for k, v in means.items()})
-            logging.info(
-                'step %d/%d | %s | %s',
-                done,
-                config.total_steps,
-                _short(means),
-                progress.report(done),
-            )
-        if done % config.eval_every == 0 and done != config.total_steps:
-            run_eval(done, state.params)
+        def save(state, metrics=None) -> None:
+            if checkpoints.save(state, data.train, meta=meta, metrics=metrics):
+                logging.info('checkpoint at step %d', int(state.step))
 
-    # ---------------------------------------------------------------- final report
-    final_metrics = run_eval(config.total_steps, state.params)
-    log.final(final_metrics)
-    log.close()
-    print(format_table(start_metrics, final_metrics), flush=True)
-    return final_metrics
+        # ---------------------------------------------------------------- training loop
+        progress, averager, pending = Progress(config.total_steps, first_step), MetricAverager(), []
+        with checkpoint.StopRequest(checkpoints) as stop_requested:
+            for step in range(first_step, config.total_steps):
+                if stop_requested(step):
+                    save(state)
+                    raise Preempted(step)  # leaving the block waits for the save
+                mode = schedule.mode(step)
+                batch = global_batch(next(data.train))
+                state, metrics = step_fn(state, batch, mode=mode)
+                done = step + 1
+                pending.append((done, metrics))
+                if done % config.log_every == 0 or done == config.total_steps:
+                    for logged_step, m in jax.device_get(pending):
+                        averager.add(_apply_nonfinite_policy(logged_step, m, config.nonfinite))
+                    pending.clear()
+                    means = averager.pop()
+                    log.train(done, means)
+                    logging.info(
+                        'step %d/%d | %s | %s',
+                        done,
+                        config.total_steps,
+                        _short(means),
+                        progress.report(done),
+                    )
+                if done == config.total_steps:
+                    break  # the final evaluation and checkpoint follow
+                results = run_eval(done, state.params) if done % config.eval_every == 0 else None
+                if done % config.checkpoint_every == 0 or results is not None:
+                    save(state, results)
+
+        # ---------------------------------------------------------------- final report
+        final_metrics = run_eval(config.total_steps, state.params)
+        save(state, final_metrics)
+        log.final(final_metrics)
+        log.close()
+        print(format_table(start_metrics, final_metrics), flush=True)
+        return final_metrics
 
 
-def _check_finite(metrics: dict[str, float], step: int) -> None:
-    bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
-    if bad:
-        raise FloatingPointError(f'non-finite training metrics at step {step}: {bad}')
+class Preempted(Exception):
+    """The run stopped early on SIGTERM or a preemption notice, after saving a checkpoint."""
+
+    def __init__(self, step: int):
+        super().__init__(f'stopped at step {step} after saving a checkpoint; rerun to resume')
+        self.step = step
+
+
+class NonFiniteError(FloatingPointError):
+    """Too many consecutive steps with a non-finite loss or gradient (config.nonfinite)."""
+
+
+def _apply_nonfinite_policy(step: int, metrics: dict, nonfinite) -> dict:
+    """Metrics of one step to average: those of a skipped step are dropped, except its counters.
+
+    Raises NonFiniteError under policy 'stop' after `max_in_a_row` skipped steps in a row.
+    """
+    if not metrics['skipped']:
+        return metrics
+    in_a_row = int(metrics['skipped_in_a_row'])
+    logging.warning(
+        'step %d: non-finite loss or gradient, update skipped (%d in a row)', step, in_a_row
+    )
+    if nonfinite.policy == 'stop' and in_a_row >= nonfinite.max_in_a_row:
+        raise NonFiniteError(
+            f'{in_a_row} steps in a row (the last at step {step}) had a non-finite loss or '
+            f'gradient (config.nonfinite.policy=stop, max_in_a_row={nonfinite.max_in_a_row}). '
+            'Their updates were skipped, so the parameters and every checkpoint are finite.'
+        )
+    return {k: v for k, v in metrics.items() if k in ('skipped', 'skipped_in_a_row')}
 
 
 def _short(metrics: dict[str, float]) -> str:

@@ -37,10 +37,17 @@ IMAGE_FIELDS = (
 
 @flax.struct.dataclass
 class TrainState:
-    step: jax.Array  # int32 scalar: number of updates applied
+    step: jax.Array  # int32 scalar: train steps taken (batches consumed), skipped ones included
     params: Any  # pure pytree of arrays
     opt_state: Any
     rng: jax.Array  # base key; step keys are fold_in(rng, step), so resuming needs no RNG log
+    skipped_steps: jax.Array  # int32: steps whose non-finite loss or gradient applied no update
+    skipped_in_a_row: jax.Array  # int32: how many of the latest steps were skipped
+
+    @classmethod
+    def create(cls, params, opt_state, rng) -> TrainState:
+        zero = jnp.zeros((), jnp.int32)
+        return cls(zero, params, opt_state, rng, skipped_steps=zero, skipped_in_a_row=zero)
 
 
 def make_itm_pairs(
@@ -188,10 +195,30 @@ def train_step(
         for model_mode, (terms, mode_metrics) in aux.items()
         for key, value in summarise(terms, mode_metrics, objectives[model_mode]).items()
     }
-    params, opt_state = optimizer.apply(grads, state.opt_state, state.params, mode=mode)
     metrics['learning_rate'] = optimizer.learning_rate(state.step)
     metrics['grad_norm'] = optax.tree.norm(grads)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return _update(state, optimizer.apply(grads, state.opt_state, state.params, mode=mode), metrics)
+
+
+def _update(state: TrainState, updated, metrics: dict[str, jax.Array]):
+    """The next state: `updated` (params, opt_state) if the step's losses and gradients are
+    finite; otherwise the old ones, with the step counted as skipped. Metrics gain `skipped`
+    (0 or 1) and `skipped_in_a_row`."""
+    losses = [value for key, value in metrics.items() if key.endswith('/loss')]
+    finite = jnp.all(jnp.isfinite(jnp.stack([metrics['grad_norm'], *losses])))
+    params, opt_state = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old), updated, (state.params, state.opt_state)
+    )
+    skipped = (~finite).astype(jnp.int32)
+    state = state.replace(
+        step=state.step + 1,
+        params=params,
+        opt_state=opt_state,
+        skipped_steps=state.skipped_steps + skipped,
+        skipped_in_a_row=(state.skipped_in_a_row + 1) * skipped,
+    )
+    metrics.update(skipped=skipped, skipped_in_a_row=state.skipped_in_a_row)
+    return state, metrics
 
 
 def eval_step(

@@ -11,21 +11,28 @@ from tests.conftest import TINY_MODEL_FLAGS
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def cli_command(workdir, *overrides) -> list[str]:
+    return [
+        sys.executable,
+        '-m',
+        'semvlp_jax.main',
+        '--config',
+        str(ROOT / 'configs/demo.py'),
+        '--workdir',
+        str(workdir),
+        *overrides,
+    ]
+
+
+# Two fake CPU devices: the mesh code runs, and the subprocess starts quickly.
+CLI_ENV = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+
+
 def run_cli(workdir, *overrides):
-    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
     return subprocess.run(
-        [
-            sys.executable,
-            '-m',
-            'semvlp_jax.main',
-            '--config',
-            str(ROOT / 'configs/demo.py'),
-            '--workdir',
-            str(workdir),
-            *overrides,
-        ],
+        cli_command(workdir, *overrides),
         cwd=ROOT,
-        env=env,
+        env=CLI_ENV,
         capture_output=True,
         text=True,
         timeout=600,

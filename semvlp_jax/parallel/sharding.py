@@ -81,7 +81,7 @@ def param_specs(logical_specs: Any, shapes: Any, mesh: jax.sharding.Mesh, rules:
 
 def state_shardings(mesh, abstract_state, specs) -> Any:
     """NamedShardings for a TrainState: parameters per `specs`, each optimizer moment like its
-    parameter, scalars (step, Adam counts, RNG key) replicated.
+    parameter, everything else (step, counters, Adam counts, RNG key) replicated.
 
     A moment is recognised by its path ending in a parameter's path (optax keeps the parameter
     tree inside its states) and having that parameter's shape.
@@ -105,9 +105,8 @@ def state_shardings(mesh, abstract_state, specs) -> Any:
         return replicated
 
     opt_state = jax.tree_util.tree_map_with_path(like_its_parameter, abstract_state.opt_state)
-    return abstract_state.replace(
-        step=replicated, params=params, opt_state=opt_state, rng=replicated
-    )
+    everything_replicated = jax.tree.map(lambda _: replicated, abstract_state)
+    return everything_replicated.replace(params=params, opt_state=opt_state)
 
 
 def _dict_keys(path) -> tuple:

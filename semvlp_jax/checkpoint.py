@@ -1,0 +1,432 @@
+"""Checkpoints: save, resume and fine-tune loading over orbax's CheckpointManager.
+
+A checkpoint is one step directory, WORKDIR/checkpoints/<step>/, holding three items:
+
+  state/  the TrainState: step, params, optimizer state, RNG key data, skip counters
+  data/   the train iterator's position (grain checkpointing; one file per process)
+  meta/   JSON: per-leaf fingerprints of the state, the config, the start-of-run evaluation
+
+The mode schedule is a pure function of the step, so the step is its position. Saves are
+asynchronous: `save` returns once the arrays are copied off the devices and the files are written
+in the background; orbax renames a step directory into place only when it is complete, so a kill
+mid-save leaves no half checkpoint behind. A state with a NaN or inf is never written.
+
+On restore the target carries the shardings of the current mesh, so a checkpoint written on one
+mesh loads onto another. A latest checkpoint that cannot be read, or whose values do not match the
+fingerprints written with it, is moved to WORKDIR/corrupt_checkpoints/ and the previous one is
+used. A checkpoint of a different model (other shapes or parameters) is an error that lists the
+differences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
+
+from semvlp_jax.train_step import TrainState
+
+STATE, DATA, META = 'state', 'data', 'meta'
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint holds a different model or optimizer than the one this run builds."""
+
+
+class NoReadableCheckpointError(RuntimeError):
+    """Checkpoints exist but none of them can be restored."""
+
+
+def to_saved(state: TrainState) -> dict[str, Any]:
+    """The TrainState as the dict that is written (the typed RNG key as its raw key data)."""
+    return {
+        'step': state.step,
+        'params': state.params,
+        'opt_state': state.opt_state,
+        'rng': jax.random.key_data(state.rng),
+        'skipped_steps': state.skipped_steps,
+        'skipped_in_a_row': state.skipped_in_a_row,
+    }
+
+
+def from_saved(saved: Mapping[str, Any]) -> TrainState:
+    # The key comes from jax.random.key (the default PRNG implementation); another
+    # implementation has other key-data shapes, which the compatibility check reports.
+    return TrainState(
+        step=saved['step'],
+        params=saved['params'],
+        opt_state=saved['opt_state'],
+        rng=jax.random.wrap_key_data(saved['rng']),
+        skipped_steps=saved['skipped_steps'],
+        skipped_in_a_row=saved['skipped_in_a_row'],
+    )
+
+
+@jax.jit
+def fingerprint(tree) -> jax.Array:
+    """[leaves, 2]: each leaf's sum and sum of absolute values, in float32.
+
+    Written with a checkpoint and recomputed after restore: a damaged file that still decodes
+    changes them. A non-finite entry means the state holds a NaN or inf.
+    """
+    leaves = [x.astype(jnp.float32) for x in jax.tree.leaves(tree)]
+    return jnp.stack([jnp.stack([jnp.sum(x), jnp.sum(jnp.abs(x))]) for x in leaves])
+
+
+def fingerprints_match(written, restored) -> bool:
+    written, restored = np.asarray(written, np.float64), np.asarray(restored, np.float64)
+    if written.shape != restored.shape:
+        return False
+    # Exact on the same mesh; another mesh may sum in another order, hence the tolerance.
+    scale = np.maximum(written[:, 1], 1e-30)[:, None]
+    return bool(np.all(np.abs(written - restored) <= 1e-5 * scale))
+
+
+def path_str(path) -> str:
+    """'params/encoder/layers/0/...' from a pytree path (dict keys, fields, indices)."""
+    return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
+
+
+def flat_shapes(tree) -> dict[str, tuple[int, ...]]:
+    return {
+        path_str(path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def shape_differences(
+    written: Mapping[str, tuple], expected: Mapping[str, tuple], limit: int = 20
+) -> list[str]:
+    """Human-readable lines: leaves only in the checkpoint, only in the model, or reshaped;
+    parameters before optimizer state."""
+
+    def ordered(keys):
+        return sorted(keys, key=lambda k: (not k.startswith('params/'), k))
+
+    lines = [
+        f'  only in the checkpoint: {k} {written[k]}' for k in ordered(written.keys() - expected)
+    ]
+    lines += [
+        f'  only in this model: {k} {expected[k]}' for k in ordered(expected.keys() - written)
+    ]
+    lines += [
+        f'  shape differs: {k} checkpoint {written[k]} vs model {expected[k]}'
+        for k in ordered(written.keys() & expected.keys())
+        if written[k] != expected[k]
+    ]
+    if len(lines) > limit:
+        lines = lines[:limit] + [f'  ... and {len(lines) - limit} more']
+    return lines
+
+
+class Checkpoints:
+    """The checkpoints of one run directory."""
+
+    def __init__(
+        self,
+        workdir: str | pathlib.Path,
+        *,
+        keep: int,
+        best_metric: str = '',
+        best_mode: str = 'max',
+        async_save: bool = True,
+    ):
+        self.workdir = pathlib.Path(workdir)
+        self.directory = self.workdir / 'checkpoints'
+        self.best_metric = best_metric
+        policies = [ocp.checkpoint_managers.LatestN(n=keep)]
+        if best_metric:
+            worst = -np.inf if best_mode == 'max' else np.inf
+            policies.append(
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=lambda metrics: metrics.get(best_metric, worst),
+                    reverse=best_mode == 'min',  # BestN keeps the last n in sorted order
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,  # what a kill mid-save left behind
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=options,
+            item_handlers={
+                STATE: ocp.PyTreeCheckpointHandler(),
+                DATA: grain.checkpoint.CheckpointHandler(),
+                META: ocp.JsonCheckpointHandler(),
+            },
+        )
+
+    def steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(
+        self,
+        state: TrainState,
+        data_iterator,
+        *,
+        meta: Mapping[str, Any],
+        metrics: Mapping[str, float] | None = None,
+    ) -> bool:
+        """Starts writing a checkpoint of `state` (at its step); False if it was not written.
+
+        `metrics` (an evaluation at this step) rank it for `best_metric`.
+        """
+        step = int(state.step)
+        if step in self._manager.all_steps():
+            return False
+        saved = to_saved(state)
+        prints = np.asarray(jax.device_get(fingerprint(saved)))
+        if not np.isfinite(prints).all():
+            bad = [
+                path_str(path)
+                for (path, _), row in zip(jax.tree_util.tree_flatten_with_path(saved)[0], prints)
+                if not np.isfinite(row).all()
+            ]
+            logging.error(
+                'not writing a checkpoint at step %d: non-finite values in %s', step, bad[:10]
+            )
+            return False
+        meta = {**meta, 'step': step, 'fingerprint': prints.tolist()}
+        if metrics is not None:
+            metrics = {k: float(v) for k, v in metrics.items()}
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    STATE: ocp.args.PyTreeSave(saved),
+                    DATA: grain.checkpoint.CheckpointSave(data_iterator),
+                    META: ocp.args.JsonSave(meta),
+                }
+            ),
+            metrics=metrics,
+            force=True,
+        )
+        return True
+
+    def restore_latest(
+        self, abstract_state: TrainState, data_iterator
+    ) -> tuple[TrainState, dict[str, Any]] | None:
+        """(state, meta) of the latest readable checkpoint, with `data_iterator` moved to its
+        position; None if there is no checkpoint.
+
+        `abstract_state` is a TrainState of ShapeDtypeStructs carrying the current shardings.
+        Unreadable or damaged checkpoints are moved aside, newest first, until one restores.
+        """
+        abstract = to_saved_abstract(abstract_state)
+        steps = self.steps()
+        for step in reversed(steps):
+            self._check_compatible(step, abstract)
+            try:
+                restored = self._manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        **{
+                            STATE: ocp.args.PyTreeRestore(
+                                abstract,
+                                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                            ),
+                            DATA: grain.checkpoint.CheckpointRestore(data_iterator),
+                            META: ocp.args.JsonRestore(),
+                        }
+                    ),
+                )
+                meta = restored[META]
+                if not fingerprints_match(meta['fingerprint'], fingerprint(restored[STATE])):
+                    raise ValueError(
+                        'restored values differ from the fingerprint written with them'
+                    )
+            except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
+                self._set_aside(step, e)
+                continue
+            if step != steps[-1]:
+                logging.warning('resuming from step %d, the newest readable checkpoint', step)
+            return from_saved(restored[STATE]), meta
+        if steps:
+            raise NoReadableCheckpointError(
+                f'none of the checkpoints {steps} in {self.directory} could be restored (moved to '
+                f'{self.workdir / "corrupt_checkpoints"}); remove {self.directory} to start afresh'
+            )
+        return None
+
+    def _check_compatible(self, step: int, abstract: Mapping[str, Any]) -> None:
+        try:
+            written = flat_shapes(self._manager.item_metadata(step)[STATE])
+        except Exception:  # noqa: BLE001 - unreadable metadata: restore fails and falls back
+            return
+        differences = shape_differences(written, flat_shapes(abstract))
+        if differences:
+            raise CheckpointMismatchError(
+                f'the checkpoint at {self.directory / str(step)} was written by a different model '
+                'or optimizer config than this run builds:\n'
+                + '\n'.join(differences)
+                + '\nUse the config it was written with, or another --workdir.'
+            )
+
+    def _set_aside(self, step: int, error: Exception) -> None:
+        source = self.directory / str(step)
+        target = self.workdir / 'corrupt_checkpoints' / str(step)
+        logging.warning(
+            'checkpoint at step %d cannot be restored (%s: %s); moving it to %s and falling back '
+            'to the previous one',
+            step,
+            type(error).__name__,
+            str(error).splitlines()[0][:300] if str(error) else '',
+            target,
+        )
+        if jax.process_index() == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.move(source, target)
+        multihost_utils.sync_global_devices(f'set aside checkpoint {step}')
+        self._manager.reload()
+
+    def reached_preemption(self, step: int) -> bool:
+        """JAX's preemption notice (multi-host TPU); all processes agree on the step."""
+        return self._manager.reached_preemption(step)
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def to_saved_abstract(abstract_state: TrainState) -> dict[str, Any]:
+    """The abstract target of `to_saved`: ShapeDtypeStructs with the current shardings."""
+    key_data = jax.eval_shape(jax.random.key_data, abstract_state.rng)
+    rng = jax.ShapeDtypeStruct(key_data.shape, key_data.dtype, sharding=abstract_state.rng.sharding)
+    return {
+        'step': abstract_state.step,
+        'params': abstract_state.params,
+        'opt_state': abstract_state.opt_state,
+        'rng': rng,
+        'skipped_steps': abstract_state.skipped_steps,
+        'skipped_in_a_row': abstract_state.skipped_in_a_row,
+    }
+
+
+class StopRequest:
+    """SIGTERM (single process), or JAX's preemption notice (multi-host), seen at a step boundary.
+
+    A local signal flag is used only in a single-process run: in a multi-host run every process
+    must stop at the same step, which JAX's preemption sync point provides.
+    """
+
+    def __init__(self, checkpoints: Checkpoints):
+        self._checkpoints = checkpoints
+        self._signalled = False
+        self._previous = None
+
+    def __enter__(self) -> StopRequest:
+        if jax.process_count() == 1:
+            self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _on_signal(self, signum, frame) -> None:
+        logging.warning('SIGTERM: saving a checkpoint at the end of this step, then stopping')
+        self._signalled = True
+
+    def __call__(self, step: int) -> bool:
+        return self._signalled or self._checkpoints.reached_preemption(step)
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What `load_pretrained` did, leaf paths under params."""
+
+    loaded: list[str]
+    new: list[str]  # in the model, absent from (or reshaped in) the checkpoint: freshly initialised
+    dropped: list[str]  # in the checkpoint, not in the model
+
+    def summary(self) -> str:
+        def sample(names):
+            return ', '.join(names[:6]) + (', ...' if len(names) > 6 else '')
+
+        return (
+            f'loaded {len(self.loaded)} parameter arrays; new (initialised) {len(self.new)}: '
+            f'[{sample(self.new)}]; dropped {len(self.dropped)}: [{sample(self.dropped)}]'
+        )
+
+
+def load_pretrained(path: str | pathlib.Path, params) -> tuple[Any, LoadReport]:
+    """`params` (a pure tree of arrays, e.g. freshly initialised) with every leaf that the
+    checkpoint holds at the same path and shape replaced by the checkpoint's value.
+
+    `path` is a run directory (its latest checkpoint is used), its `checkpoints/` directory, or
+    one step directory. Loaded leaves take the sharding of the leaf they replace.
+    """
+    step_dir = _step_directory(pathlib.Path(path))
+    handler = ocp.PyTreeCheckpointHandler()
+    written = flat_shapes(handler.metadata(step_dir / STATE)['params'])
+    expected = flat_shapes(params)
+    loaded = sorted(k for k in written.keys() & expected.keys() if written[k] == expected[k])
+    report = LoadReport(
+        loaded=loaded,
+        new=sorted(expected.keys() - set(loaded)),
+        dropped=sorted(written.keys() - expected.keys()),
+    )
+    wanted = set(loaded)
+    target = jax.tree_util.tree_map_with_path(
+        lambda p, x: (
+            jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+            if path_str(p) in wanted
+            else None
+        ),
+        params,
+    )
+    target = _prune_none(target)
+    restored = ocp.PyTreeCheckpointer().restore(
+        step_dir / STATE,
+        args=ocp.args.PyTreeRestore(
+            {'params': target},
+            restore_args=ocp.checkpoint_utils.construct_restore_args({'params': target}),
+            partial_restore=True,
+        ),
+    )['params']
+    values = {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(restored)[0]}
+    merged = jax.tree_util.tree_map_with_path(lambda p, x: values.get(path_str(p), x), params)
+    return merged, report
+
+
+def _step_directory(path: pathlib.Path) -> pathlib.Path:
+    if (path / STATE).is_dir():
+        return path
+    root = path / 'checkpoints' if (path / 'checkpoints').is_dir() else path
+    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+    if not steps:
+        raise FileNotFoundError(f'config.init_from={str(path)!r}: no checkpoint found there')
+    return root / str(steps[-1])
+
+
+def _prune_none(tree):
+    """Drops None leaves and the dicts they leave empty."""
+    if isinstance(tree, Mapping):
+        pruned = {k: _prune_none(v) for k, v in tree.items()}
+        return {k: v for k, v in pruned.items() if v is not None and v != {}}
+    return tree
