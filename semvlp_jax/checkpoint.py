@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
-from jax.experimental import multihost_utils
 
 from semvlp_jax.train_step import TrainState
 
@@ -292,7 +291,7 @@ class Checkpoints:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(target, ignore_errors=True)
             shutil.move(source, target)
-        multihost_utils.sync_global_devices(f'set aside checkpoint {step}')
+        ocp.multihost.sync_global_processes(f'set_aside_checkpoint_{step}')
         self._manager.reload()
 
     def reached_preemption(self, step: int) -> bool:

@@ -178,6 +178,19 @@ def test_restore_onto_a_different_mesh(tiny_data, tiny_batch, tmp_path):
     assert int(trained(config2, mesh2, model2, restored, tiny_batch, steps=1).step) == 3
 
 
+def test_keeps_the_latest_and_the_best_evaluated_checkpoint(tiny_data, tmp_path):
+    _, _, _, state = model_and_state(tiny_data, {'data': 1})
+    metric = 'val/two/itm_accuracy'
+    with checkpoint.Checkpoints(tmp_path, keep=2, best_metric=metric) as checkpoints:
+        for step, accuracy in [(1, 0.7), (2, 0.9), (3, 0.5), (4, None), (5, None)]:
+            metrics = None if accuracy is None else {metric: accuracy}
+            checkpoints.save(
+                state.replace(step=jnp.int32(step)), data_iterator(), meta={}, metrics=metrics
+            )
+        checkpoints.wait()
+        assert checkpoints.steps() == [2, 4, 5]
+
+
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tiny_data, tmp_path, caplog):
     _, _, model, state = model_and_state(tiny_data, {'data': 1})
     save(tmp_path, state.replace(step=jnp.int32(10)), position=10)

@@ -26,6 +26,11 @@ def test_demo_config_is_valid():
         (lambda c: c.update(eval_batches=100), 'config.eval_batches'),
         (lambda c: c.update(microbatches=3), 'config.microbatches'),
         (lambda c: c.model.update(visual_input='pixels'), 'config.model.visual_input'),
+        (lambda c: c.update(best_metric='val/three/loss'), 'config.best_metric'),
+        (lambda c: c.update(best_metric='itm_accuracy'), 'config.best_metric'),
+        (lambda c: c.update(best_mode='highest'), 'config.best_mode'),
+        (lambda c: c.nonfinite.update(policy='ignore'), 'config.nonfinite.policy'),
+        (lambda c: c.update(checkpoint_every=0), 'config.checkpoint_every'),
     ],
 )
 def test_invalid_values_name_the_key(override, key):
@@ -39,4 +44,7 @@ def test_single_only_schedule_needs_no_two_stream_objectives():
     config = demo.get_config()
     config.schedule = 'single'
     config.objectives.two = {}
+    with pytest.raises(ConfigError, match='config.best_metric'):  # a two-stream metric
+        validate(config, num_devices=1)
+    config.best_metric = 'val/single/itm_accuracy'
     assert validate(config, num_devices=1).modes == ('single',)

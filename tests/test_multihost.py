@@ -46,9 +46,10 @@ def free_port():
 
 def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     port = free_port()
+    shared = tmp_path / 'multihost'  # one run directory, as on a pod (a shared file system)
     workers = [
         launch(
-            tmp_path / f'process{i}',
+            shared,
             2,
             '--multihost',
             f'--coordinator_address=127.0.0.1:{port}',
@@ -70,9 +71,14 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     assert lines[0] == step_lines(single_stderr), 'two processes differ from one process'
     assert '4 devices' in outputs[0][1] and '4 devices' in single_stderr
 
-    # Only process 0 writes the run's files; its final metrics equal the 1-process run's.
-    assert not (tmp_path / 'process1' / 'metrics.json').exists()
-    together = json.loads((tmp_path / 'process0' / 'metrics.json').read_text())
+    # One set of run files (process 0 writes them), final metrics equal to the 1-process run's,
+    # and one checkpoint holding each process's input position.
+    assert len(list((shared / 'tensorboard').glob('events.out.tfevents.*'))) == 1
+    assert sorted(p.name for p in (shared / 'checkpoints' / '4' / 'data').glob('*.json')) == [
+        'process_0-of-2.json',
+        'process_1-of-2.json',
+    ]
+    together = json.loads((shared / 'metrics.json').read_text())
     alone = json.loads((tmp_path / 'single' / 'metrics.json').read_text())
     assert together.keys() == alone.keys()
     np.testing.assert_allclose(

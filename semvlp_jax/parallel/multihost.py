@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import jax
+import orbax.checkpoint  # noqa: F401  (defines the barrier flag set below)
+from absl import flags
 
 
 def initialize(
@@ -21,3 +23,7 @@ def initialize(
             raise ValueError('--coordinator_address needs --num_processes and --process_id too')
         jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    # orbax's default barrier is a device collective, issued also from an async save's finalize
+    # thread alongside the training thread's collectives; the distributed client's barrier is a
+    # key-value wait that involves no device.
+    flags.FLAGS.experimental_orbax_use_distributed_barrier = True
