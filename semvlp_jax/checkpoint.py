@@ -263,6 +263,18 @@ class Checkpoints:
         return None
 
     def _check_compatible(self, step: int, abstract: Mapping[str, Any]) -> None:
+        """Raises CheckpointMismatchError if this run cannot use the checkpoint even when intact.
+
+        A mismatch is the run's config, not damage: the checkpoint stays where it is.
+        """
+        data_files = sorted(p.name for p in (self.directory / str(step) / DATA).glob('*.json'))
+        mine = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+        if data_files and mine not in data_files:
+            raise CheckpointMismatchError(
+                f'the checkpoint at {self.directory / str(step)} holds the input positions of '
+                f'{data_files} but this is process {jax.process_index()} of '
+                f'{jax.process_count()}; resume with the process count it was written with'
+            )
         try:
             written = flat_shapes(self._manager.item_metadata(step)[STATE])
         except Exception:  # noqa: BLE001 - unreadable metadata: restore fails and falls back

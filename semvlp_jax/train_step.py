@@ -150,8 +150,9 @@ def train_step(
     """One update in train-step mode `mode` ('single', 'two' or 'both').
 
     With `microbatches` k > 1 the gradient is accumulated over k slices of the batch in a
-    `lax.scan`; the update equals one step on the whole batch. Metrics are keyed
-    `<model mode>/<metric>` (e.g. `two/mlm_accuracy`) plus `learning_rate` and `grad_norm`.
+    `lax.scan`; the update equals one step on the whole batch. A step whose loss or gradient is
+    not finite applies no update. Metrics are keyed `<model mode>/<metric>` (e.g.
+    `two/mlm_accuracy`) plus `learning_rate`, `grad_norm`, `skipped` and `skipped_in_a_row`.
     """
     pair_rng, *dropout_rngs = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
     batch = make_itm_pairs(batch, pair_rng, itm_negative_prob)

@@ -230,6 +230,16 @@ def test_checkpoint_of_another_model_lists_the_mismatched_keys(tiny_data, tmp_pa
     assert (tmp_path / 'checkpoints' / '0').is_dir(), 'a mismatch must not move the checkpoint'
 
 
+def test_checkpoint_of_another_process_count_is_refused_not_set_aside(tiny_data, tmp_path):
+    _, _, model, state = model_and_state(tiny_data, {'data': 1})
+    save(tmp_path, state)
+    data = tmp_path / 'checkpoints' / '0' / 'data'
+    (data / 'process_0-of-1.json').rename(data / 'process_0-of-2.json')
+    with pytest.raises(checkpoint.CheckpointMismatchError, match='process 0 of 1'):
+        restore(tmp_path, model)
+    assert (tmp_path / 'checkpoints' / '0').is_dir()
+
+
 # ---------------------------------------------------------------------------- non-finite steps
 
 
