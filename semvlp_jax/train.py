@@ -17,7 +17,7 @@ import ml_collections
 from absl import logging
 from flax import nnx
 
-from semvlp_jax import checkpoint, config_checks
+from semvlp_jax import checkpoint, config_checks, pretrained
 from semvlp_jax.data import pipeline
 from semvlp_jax.models.semvlp import DataDims, SemVLP
 from semvlp_jax.optimizer import ModeAwareOptimizer
@@ -190,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         else:
             state, start_metrics = model.init(), None
             if config.init_from:
-                params, report = checkpoint.load_pretrained(config.init_from, state.params)
+                params, report = pretrained.load_pretrained(config.init_from, state.params)
                 state = state.replace(params=params)  # Adam's initial state does not depend on them
                 logging.info('initialised from %s: %s', config.init_from, report.summary())
         first_step = int(state.step)

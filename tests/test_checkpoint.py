@@ -15,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from semvlp_jax import checkpoint, train, train_step
+from semvlp_jax import checkpoint, pretrained, train, train_step
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
 from semvlp_jax.progress import read_history
@@ -327,14 +327,14 @@ def test_stop_policy_stops_after_n_in_a_row_and_checkpoints_stay_finite(tmp_path
 
 
 def test_fine_tuning_loads_matching_parameters_and_reports_new_and_dropped(tiny_data, tmp_path):
-    _, _, _, pretrained = model_and_state(tiny_data, {'data': 1}, share_cross_attention=False)
-    save(tmp_path, pretrained)
+    _, _, _, source = model_and_state(tiny_data, {'data': 1}, share_cross_attention=False)
+    save(tmp_path, source)
 
     config = tiny_config()
     dims = dataclasses.replace(tiny_data.dims, num_answers=7)  # a new task's answer set
     mesh = mesh_lib.make_mesh({'data': 1}, devices=jax.devices()[:1])
     _, fresh = train.create_model_and_state(config, dims, mesh)
-    params, report = checkpoint.load_pretrained(tmp_path, fresh.params)
+    params, report = pretrained.load_pretrained(tmp_path, fresh.params)
 
     assert report.new == ['answer_head/classifier/bias', 'answer_head/classifier/kernel']
     assert any('cross_attention/image_to_text' in name for name in report.dropped)
@@ -344,7 +344,7 @@ def test_fine_tuning_loads_matching_parameters_and_reports_new_and_dropped(tiny_
         checkpoint.path_str(p): np.asarray(x)
         for p, x in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
     }
-    got, old, new = flat(params), flat(pretrained.params), flat(fresh.params)
+    got, old, new = flat(params), flat(source.params), flat(fresh.params)
     for name in report.loaded:
         np.testing.assert_array_equal(got[name], old[name], err_msg=name)
     for name in report.new:
@@ -354,4 +354,4 @@ def test_fine_tuning_loads_matching_parameters_and_reports_new_and_dropped(tiny_
 
 def test_missing_pretrained_checkpoint_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match='config.init_from'):
-        checkpoint.load_pretrained(tmp_path / 'nowhere', {})
+        pretrained.load_pretrained(tmp_path / 'nowhere', {})
