@@ -2,6 +2,7 @@
 incompatible configs and fine-tune loading."""
 
 import dataclasses
+import logging
 import pathlib
 import random
 import signal
@@ -355,3 +356,18 @@ def test_fine_tuning_loads_matching_parameters_and_reports_new_and_dropped(tiny_
 def test_missing_pretrained_checkpoint_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match='config.init_from'):
         pretrained.load_pretrained(tmp_path / 'nowhere', {})
+
+
+def test_init_from_starts_the_run_from_the_pretrained_parameters(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger='absl')
+    config = nonfinite_config('skip')
+    config.update(total_steps=4, checkpoint_every=4)
+    pretrain_final = train.train_and_evaluate(config, tmp_path / 'pretrain')
+
+    config.init_from = str(tmp_path / 'pretrain')
+    train.train_and_evaluate(config, tmp_path / 'finetune')
+    start = read_history(tmp_path / 'finetune' / 'eval_history.jsonl')[0]
+    assert start.pop('step') == 0
+    # Same parameters, same validation batches: the fine-tune starts where pre-training ended.
+    assert start == pytest.approx(pretrain_final, rel=1e-6)
+    assert 'initialised from' in caplog.text and 'dropped 0' in caplog.text
