@@ -21,6 +21,7 @@ differences. Loading a checkpoint's parameters into another model (fine-tuning) 
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import shutil
 import signal
@@ -49,27 +50,24 @@ class NoReadableCheckpointError(RuntimeError):
 
 def to_saved(state: TrainState) -> dict[str, Any]:
     """The TrainState as the dict that is written (the typed RNG key as its raw key data)."""
-    return {
-        'step': state.step,
-        'params': state.params,
-        'opt_state': state.opt_state,
-        'rng': jax.random.key_data(state.rng),
-        'skipped_steps': state.skipped_steps,
-        'skipped_in_a_row': state.skipped_in_a_row,
-    }
+    return {**_fields(state), 'rng': jax.random.key_data(state.rng)}
+
+
+def to_saved_abstract(abstract_state: TrainState) -> dict[str, Any]:
+    """The abstract target of `to_saved`: ShapeDtypeStructs with the current shardings."""
+    key_data = jax.eval_shape(jax.random.key_data, abstract_state.rng)
+    rng = jax.ShapeDtypeStruct(key_data.shape, key_data.dtype, sharding=abstract_state.rng.sharding)
+    return {**_fields(abstract_state), 'rng': rng}
 
 
 def from_saved(saved: Mapping[str, Any]) -> TrainState:
     # The key comes from jax.random.key (the default PRNG implementation); another
     # implementation has other key-data shapes, which the compatibility check reports.
-    return TrainState(
-        step=saved['step'],
-        params=saved['params'],
-        opt_state=saved['opt_state'],
-        rng=jax.random.wrap_key_data(saved['rng']),
-        skipped_steps=saved['skipped_steps'],
-        skipped_in_a_row=saved['skipped_in_a_row'],
-    )
+    return TrainState(**{**saved, 'rng': jax.random.wrap_key_data(saved['rng'])})
+
+
+def _fields(state: TrainState) -> dict[str, Any]:
+    return {field.name: getattr(state, field.name) for field in dataclasses.fields(state)}
 
 
 @jax.jit
@@ -324,20 +322,6 @@ class Checkpoints:
         self.close()
 
 
-def to_saved_abstract(abstract_state: TrainState) -> dict[str, Any]:
-    """The abstract target of `to_saved`: ShapeDtypeStructs with the current shardings."""
-    key_data = jax.eval_shape(jax.random.key_data, abstract_state.rng)
-    rng = jax.ShapeDtypeStruct(key_data.shape, key_data.dtype, sharding=abstract_state.rng.sharding)
-    return {
-        'step': abstract_state.step,
-        'params': abstract_state.params,
-        'opt_state': abstract_state.opt_state,
-        'rng': rng,
-        'skipped_steps': abstract_state.skipped_steps,
-        'skipped_in_a_row': abstract_state.skipped_in_a_row,
-    }
-
-
 class StopRequest:
     """SIGTERM (single process), or JAX's preemption notice (multi-host), seen at a step boundary.
 
@@ -364,4 +348,6 @@ class StopRequest:
         self._signalled = True
 
     def __call__(self, step: int) -> bool:
-        return self._signalled or self._checkpoints.reached_preemption(step)
+        if jax.process_count() == 1:
+            return self._signalled
+        return self._checkpoints.reached_preemption(step)

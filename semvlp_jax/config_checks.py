@@ -28,6 +28,22 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _value(config: ml_collections.ConfigDict, key: str):
+    for part in key.split('.'):
+        config = config[part]
+    return config
+
+
+def _check_at_least(config: ml_collections.ConfigDict, key: str, minimum: int = 1) -> None:
+    value = _value(config, key)
+    _check(value >= minimum, f'config.{key}={value} must be >= {minimum}')
+
+
+def _check_one_of(config: ml_collections.ConfigDict, key: str, choices) -> None:
+    value = _value(config, key)
+    _check(value in choices, f'config.{key}={value!r}; expected one of {sorted(choices)}')
+
+
 def validate(
     config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1
 ) -> schedule_lib.Schedule:
@@ -55,29 +71,17 @@ def validate(
         'data',
     ):
         _check(key in config, f'config.{key} is missing')
-    _check(config.total_steps >= 1, f'config.total_steps={config.total_steps} must be >= 1')
-    _check(config.eval_every >= 1, f'config.eval_every={config.eval_every} must be >= 1')
-    _check(config.log_every >= 1, f'config.log_every={config.log_every} must be >= 1')
-    _check(
-        config.checkpoint_every >= 1,
-        f'config.checkpoint_every={config.checkpoint_every} must be >= 1',
-    )
-    _check(
-        config.keep_checkpoints >= 1,
-        f'config.keep_checkpoints={config.keep_checkpoints} must be >= 1',
-    )
-    _check(
-        config.best_mode in ('max', 'min'),
-        f"config.best_mode={config.best_mode!r}; expected 'max' or 'min'",
-    )
-    _check(
-        config.nonfinite.policy in ('skip', 'stop'),
-        f"config.nonfinite.policy={config.nonfinite.policy!r}; expected 'skip' or 'stop'",
-    )
-    _check(
-        config.nonfinite.max_in_a_row >= 1,
-        f'config.nonfinite.max_in_a_row={config.nonfinite.max_in_a_row} must be >= 1',
-    )
+    for key in (
+        'total_steps',
+        'eval_every',
+        'log_every',
+        'checkpoint_every',
+        'keep_checkpoints',
+        'nonfinite.max_in_a_row',
+    ):
+        _check_at_least(config, key)
+    _check_one_of(config, 'best_mode', ('max', 'min'))
+    _check_one_of(config, 'nonfinite.policy', ('skip', 'stop'))
     _check(
         1 <= config.eval_batches * config.batch_size <= config.data.num_val,
         f'config.eval_batches={config.eval_batches} batches of {config.batch_size} need '
@@ -111,7 +115,7 @@ def validate(
     )
 
     model = config.model
-    _check(model.num_layers >= 1, f'config.model.num_layers={model.num_layers} must be >= 1')
+    _check_at_least(config, 'model.num_layers')
     _check(
         1 <= model.num_cross_layers <= model.num_layers,
         f'config.model.num_cross_layers={model.num_cross_layers} must be in '
@@ -122,24 +126,10 @@ def validate(
         f'config.model.hidden_size={model.hidden_size} is not divisible by '
         f'config.model.num_heads={model.num_heads}',
     )
-    _check(
-        model.visual_input in VISUAL_EMBEDDINGS,
-        f'config.model.visual_input={model.visual_input!r}; expected one of '
-        f'{sorted(VISUAL_EMBEDDINGS)}',
-    )
-    _check(
-        model.remat in REMAT_POLICIES,
-        f'config.model.remat={model.remat!r}; expected one of {sorted(REMAT_POLICIES)}',
-    )
-    _check(
-        model.dtype in ('float32', 'bfloat16'),
-        f"config.model.dtype={model.dtype!r}; expected 'float32' or 'bfloat16'",
-    )
-    _check(
-        config.optimizer.mu_dtype in ('float32', 'bfloat16'),
-        f"config.optimizer.mu_dtype={config.optimizer.mu_dtype!r}; expected 'float32' or "
-        "'bfloat16'",
-    )
+    _check_one_of(config, 'model.visual_input', VISUAL_EMBEDDINGS)
+    _check_one_of(config, 'model.remat', REMAT_POLICIES)
+    _check_one_of(config, 'model.dtype', ('float32', 'bfloat16'))
+    _check_one_of(config, 'optimizer.mu_dtype', ('float32', 'bfloat16'))
     _check(
         0.0 <= model.dropout_rate < 1.0,
         f'config.model.dropout_rate={model.dropout_rate} must be in [0, 1)',
@@ -180,10 +170,7 @@ def validate(
         f'mode with objectives ({sorted(m for m, o in config.objectives.items() if o)})',
     )
 
-    _check(
-        config.optimizer.decay in ('linear', 'cosine'),
-        f"config.optimizer.decay={config.optimizer.decay!r}; expected 'linear' or 'cosine'",
-    )
+    _check_one_of(config, 'optimizer.decay', ('linear', 'cosine'))
     _check(
         config.optimizer.learning_rate > 0,
         f'config.optimizer.learning_rate={config.optimizer.learning_rate} must be > 0',
