@@ -115,7 +115,7 @@ def compiled_step(config, dims: DataDims, batch: dict, mode: str):
     """(compiled train step, its state, its batch, seconds to compile) for `config`."""
     mesh = mesh_lib.make_mesh(config.mesh)
     model, state = train.create_model_and_state(config, dims, mesh)
-    step, _ = train.jit_steps(config, model, mesh)
+    step = train.jit_train_step(config, model, mesh)
     batch = jax.device_put(batch, sharding.batch_sharding(mesh))
     start = time.perf_counter()
     compiled = step.lower(state, batch, mode=mode).compile()

@@ -15,6 +15,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.task = dict(name='pretrain')  # pretrain | vqa | gqa | nlvr2 | retrieval
     c.total_steps = 1400
     c.batch_size = 64
     c.microbatches = 1  # gradient accumulation: k slices of the batch per update
@@ -61,6 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dtype='float32',  # compute dtype of embeddings and encoder: float32 | bfloat16
         remat='none',  # per-layer rematerialisation: none | full | dots
         scan_layers=False,  # True: bottom L-K and top K layers as two scanned stacks
+        contrastive_dim=0,  # > 0: a contrastive (ITC) head with embeddings of this size
     )
 
     c.optimizer = dict(

@@ -12,6 +12,7 @@ import ml_collections
 
 from semvlp_jax import objectives as objectives_lib
 from semvlp_jax import schedule as schedule_lib
+from semvlp_jax import tasks as tasks_lib
 from semvlp_jax.models.embeddings import VISUAL_EMBEDDINGS
 from semvlp_jax.models.encoder import MODES, REMAT_POLICIES
 from semvlp_jax.optimizer import modes_of
@@ -50,6 +51,7 @@ def validate(
     """Raises ConfigError naming the key; returns the parsed mode schedule."""
     for key in (
         'seed',
+        'task',
         'total_steps',
         'batch_size',
         'microbatches',
@@ -162,6 +164,8 @@ def validate(
                 'lists no objective',
             )
 
+    _check_task(config)
+
     best = config.best_metric.split('/')
     _check(
         not config.best_metric
@@ -170,6 +174,16 @@ def validate(
         f'mode with objectives ({sorted(m for m, o in config.objectives.items() if o)})',
     )
 
+    _check(
+        config.model.get('contrastive_dim', 0) >= 0,
+        f'config.model.contrastive_dim={config.model.get("contrastive_dim")} must be >= 0',
+    )
+    uses_itc = [mode for mode, weights in config.objectives.items() if 'itc' in weights]
+    _check(
+        not uses_itc or config.model.get('contrastive_dim', 0) > 0,
+        f'config.objectives.{(uses_itc or ["?"])[0]}.itc needs config.model.contrastive_dim > 0 '
+        '(the size of the contrastive embeddings)',
+    )
     _check_one_of(config, 'optimizer.decay', ('linear', 'cosine'))
     _check(
         config.optimizer.learning_rate > 0,
@@ -180,3 +194,25 @@ def validate(
         f"config.data.name={config.data.name!r}; only 'synthetic' is available",
     )
     return schedule
+
+
+def _check_task(config: ml_collections.ConfigDict) -> None:
+    """The task exists, its data can feed the configured objectives, and its own keys hold."""
+    _check_one_of(config, 'task.name', tasks_lib.TASKS)
+    task = tasks_lib.get(config.task.name)
+    for mode, weights in config.objectives.items():
+        for name in weights:
+            _check(
+                name in task.objectives,
+                f'config.objectives.{mode}.{name}: task {task.name!r} has no data for {name!r}; '
+                f'it feeds {sorted(task.objectives)}',
+            )
+    _check(
+        task.itm_negatives or config.itm_negative_prob == 0,
+        f'config.itm_negative_prob={config.itm_negative_prob} must be 0 for task {task.name!r}: '
+        'an example whose image is swapped no longer has its answer or label',
+    )
+    try:
+        task.check(config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

@@ -1,8 +1,9 @@
-"""The SemVLP pre-training loop, top to bottom.
+"""The SemVLP training loop (pre-training and fine-tuning), top to bottom.
 
-Stages: config check -> devices -> input -> model and optimizer -> compiled steps -> evaluation ->
-loop -> final report. The mode schedule picks `single`, `two` (or `both`) for each step; each mode
-is one compiled program.
+Stages: config check -> devices -> task input -> model and optimizer -> compiled steps ->
+evaluation -> loop -> final report. The mode schedule picks `single`, `two` (or `both`) for each
+step; each mode is one compiled program. The task (`config.task.name`) supplies the batches and
+the evaluation; the loop is the same for all of them.
 """
 
 from __future__ import annotations
@@ -17,17 +18,29 @@ import ml_collections
 from absl import logging
 from flax import nnx
 
-from semvlp_jax import checkpoint, config_checks, pretrained
-from semvlp_jax.data import pipeline
+from semvlp_jax import checkpoint, config_checks, pretrained, tasks
 from semvlp_jax.models.semvlp import DataDims, SemVLP
 from semvlp_jax.optimizer import ModeAwareOptimizer
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
 from semvlp_jax.progress import MetricAverager, Progress, RunLog
-from semvlp_jax.train_step import TrainState, eval_step, train_step
+from semvlp_jax.train_step import TrainState, train_step
 
 # Metrics shown in the start/end table (all metrics go to TensorBoard and metrics.json).
-TABLE_METRICS = ('mlm_accuracy', 'itm_accuracy', 'qa_accuracy', 'mop_object_accuracy', 'loss')
+TABLE_METRICS = (
+    'mlm_accuracy',
+    'itm_accuracy',
+    'qa_accuracy',
+    'mop_object_accuracy',
+    'loss',
+    'vqa_accuracy',
+    'gqa_accuracy',
+    'nlvr2_accuracy',
+    'nlvr2_consistency',
+    'retrieval_i2t_r1',
+    'retrieval_t2i_r1',
+    'retrieval_rsum',
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,45 +98,21 @@ def create_model_and_state(
     return model, model.init()
 
 
-def jit_steps(config: ml_collections.ConfigDict, model: Model, mesh: jax.sharding.Mesh):
-    """The train step, compiled once per mode (static), state donated and kept in its layout;
-    and an eval step per mode that has objectives."""
-    bound = dict(
-        graphdef=model.graphdef,
-        objectives=config.objectives.to_dict(),
-        itm_negative_prob=config.itm_negative_prob,
-    )
-    replicated = jax.NamedSharding(mesh, jax.P())
-    train_fn = jax.jit(
+def jit_train_step(config: ml_collections.ConfigDict, model: Model, mesh: jax.sharding.Mesh):
+    """The train step, compiled once per mode (static), state donated and kept in its layout."""
+    return jax.jit(
         functools.partial(
             train_step,
+            graphdef=model.graphdef,
             optimizer=model.optimizer,
+            objectives=config.objectives.to_dict(),
+            itm_negative_prob=config.itm_negative_prob,
             microbatches=config.microbatches,
-            **bound,
         ),
         static_argnames='mode',
         donate_argnums=0,
-        out_shardings=(model.state_shardings, replicated),
+        out_shardings=(model.state_shardings, jax.NamedSharding(mesh, jax.P())),
     )
-    eval_fns = {
-        mode: jax.jit(functools.partial(eval_step, mode=mode, **bound), out_shardings=replicated)
-        for mode, objectives in bound['objectives'].items()
-        if objectives
-    }
-    return train_fn, eval_fns
-
-
-def evaluate(
-    eval_fns: dict[str, Callable], params, batches: list, rng: jax.Array
-) -> dict[str, float]:
-    """Mean of each metric over the fixed validation batches, keyed `val/<mode>/<metric>`."""
-    results = {}
-    for mode, fn in eval_fns.items():
-        averager = MetricAverager()
-        for i, batch in enumerate(batches):
-            averager.add(jax.device_get(fn(params, batch, jax.random.fold_in(rng, i))))
-        results.update({f'val/{mode}/{k}': v for k, v in averager.pop().items()})
-    return results
 
 
 def format_table(start: dict[str, float], end: dict[str, float]) -> str:
@@ -156,13 +145,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
 
     # ---------------------------------------------------------------- input
-    data = pipeline.synthetic_pretraining(
-        config.data,
-        workdir,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
+    data = tasks.get(config.task.name).build(
+        config, workdir, jax.process_index(), jax.process_count()
     )
 
     def global_batch(local_batch):
@@ -170,8 +154,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         return jax.tree.map(
             lambda x: jax.make_array_from_process_local_data(batch_sharding, x), local_batch
         )
-
-    val_batches = [global_batch(b) for b in data.val[: config.eval_batches]]
 
     # ---------------------------------------------------------------- model, state: resume or init
     model = create_model(config, data.dims, mesh)
@@ -198,14 +180,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         logging.info('model: %.2fM parameters', num_params / 1e6)
 
         # ---------------------------------------------------------------- compiled steps
-        step_fn, eval_fns = jit_steps(config, model, mesh)
-        eval_rng = jax.random.fold_in(jax.random.key(config.seed), 2)
+        step_fn = jit_train_step(config, model, mesh)
+        eval_context = tasks.EvalContext(
+            config, model.graphdef, mesh, global_batch, workdir, jax.process_index() == 0
+        )
 
         # ---------------------------------------------------------------- evaluation at start
         log = RunLog(workdir, enabled=jax.process_index() == 0, resume_step=first_step)
 
         def run_eval(step: int, params) -> dict[str, float]:
-            results = evaluate(eval_fns, params, val_batches, eval_rng)
+            results = data.evaluate(eval_context, params, step)
             log.evaluation(step, results)
             logging.info('eval at step %d: %s', step, _short(results))
             return results

@@ -135,7 +135,7 @@ def model_and_state(tiny_data, axes, preset='data_parallel', **model_overrides):
 
 
 def trained(config, mesh, model, state, batch, steps=2):
-    step_fn, _ = train.jit_steps(config, model, mesh)
+    step_fn = train.jit_train_step(config, model, mesh)
     batch = jax.device_put(batch, sharding.batch_sharding(mesh))
     for i in range(steps):
         state, _ = step_fn(state, batch, mode=('single', 'two')[i % 2])
@@ -246,7 +246,7 @@ def test_checkpoint_of_another_process_count_is_refused_not_set_aside(tiny_data,
 
 def test_nan_batch_skips_the_update_and_counts_it(tiny_data, tiny_batch):
     config, mesh, model, state = model_and_state(tiny_data, {'data': 1})
-    step_fn, _ = train.jit_steps(config, model, mesh)
+    step_fn = train.jit_train_step(config, model, mesh)
     poisoned = dict(tiny_batch, region_features=np.full_like(tiny_batch['region_features'], np.nan))
     before = jax.device_get(checkpoint.to_saved(state))
 

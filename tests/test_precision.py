@@ -29,7 +29,7 @@ def loss_curve(tiny_data, dtype, mu_dtype='float32', steps=60):
     config.total_steps = steps
     mesh = make_mesh({'data': 1}, devices=jax.devices()[:1])
     model, state = train.create_model_and_state(config, tiny_data.dims, mesh)
-    step, _ = train.jit_steps(config, model, mesh)
+    step = train.jit_train_step(config, model, mesh)
     batches = [jax.tree.map(np.asarray, b) for b in tiny_data.val]  # fixed, same for both runs
     losses = []
     for i in range(steps):

@@ -59,7 +59,7 @@ def sharded_run(tiny_data, batch, axes, preset, mode, steps=2):
     devices = jax.devices()[: int(np.prod([v for v in axes.values()]))]
     mesh = mesh_lib.make_mesh(axes, devices=devices)
     model, state = train.create_model_and_state(config, tiny_data.dims, mesh)
-    step, _ = train.jit_steps(config, model, mesh)
+    step = train.jit_train_step(config, model, mesh)
     batch = jax.device_put(batch, sharding.batch_sharding(mesh))
     losses = []
     for _ in range(steps):

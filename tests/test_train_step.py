@@ -173,7 +173,7 @@ def test_itm_scores_captions_only_and_qa_matched_questions_only(setup, tiny_batc
 
 
 def test_alternating_modes_compile_one_program_per_mode(setup, tiny_batch):
-    step, _ = train.jit_steps(setup.config, setup.model, setup.mesh)
+    step = train.jit_train_step(setup.config, setup.model, setup.mesh)
     state = jax.tree.map(jnp.copy, setup.state)  # the step donates its input
     for mode in ['single', 'two', 'single', 'two', 'single']:
         state, _ = step(state, tiny_batch, mode=mode)

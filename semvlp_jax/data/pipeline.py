@@ -119,6 +119,7 @@ class CachedScenes:
     def __init__(self, scenes: synthetic.SyntheticScenes):
         self._scenes = scenes
         self._cache: dict[int, dict] = {}
+        self.config, self.split = scenes.config, scenes.split
 
     def __len__(self) -> int:
         return len(self._scenes)

@@ -5,6 +5,10 @@ single: image and text tokens are concatenated (image first, as in StructVBERT) 
 two:    every layer runs on text and image separately with the same weights; in the top K
         layers, after self-attention, text attends to image and image attends to text
         (both directions read the states from before the exchange), then the FFN.
+
+The bottom L-K layers of the two-stream mode see one modality only, so `unimodal` runs them on
+text or image alone: uni-modal embeddings for contrastive learning and retrieval shortlists,
+computed once per text or image instead of once per pair.
 """
 
 from __future__ import annotations
@@ -150,6 +154,7 @@ class SharedEncoder(nnx.Module):
         if remat not in REMAT_POLICIES:
             raise ValueError(f'remat={remat!r}; expected one of {sorted(REMAT_POLICIES)}')
         self.remat = remat
+        self.num_unimodal_layers = num_layers - num_cross_layers
 
         def layer(with_cross_attention: bool, rngs: nnx.Rngs) -> EncoderLayer:
             return EncoderLayer(
@@ -186,8 +191,21 @@ class SharedEncoder(nnx.Module):
             return self._two(text, text_mask, image, image_mask, rngs)
         raise ValueError(f'unknown mode {mode!r}; expected one of {MODES}')
 
-    def _run(self, step: Callable, carry: Any, rngs) -> tuple[Any, list[Any]]:
-        """Runs `step(layer, carry, rngs) -> carry` through every layer, bottom first.
+    def unimodal(self, x: jax.Array, mask: jax.Array, *, rngs) -> jax.Array:
+        """One modality's states [batch, len, hidden] after the bottom L-K layers (which carry no
+        cross-attention): exactly what the two-stream mode computes there. K = L gives `x`."""
+
+        def step(layer, x, rngs):
+            return layer.feed_forward(layer.self_attention(x, x, mask, rngs), rngs)
+
+        x, _ = self._run(step, x, rngs, bottom_only=True)
+        return x
+
+    def _run(
+        self, step: Callable, carry: Any, rngs, *, bottom_only: bool = False
+    ) -> tuple[Any, list[Any]]:
+        """Runs `step(layer, carry, rngs) -> carry` through every layer, bottom first (only
+        through the L-K layers without cross-attention if `bottom_only`).
 
         Returns the final carry and the carry after each layer.
         """
@@ -195,13 +213,17 @@ class SharedEncoder(nnx.Module):
             step = nnx.remat(step, policy=REMAT_POLICIES[self.remat])
         if self.layers is not None:
             after = []
-            for layer in self.layers:
+            layers = self.layers[: self.num_unimodal_layers] if bottom_only else self.layers
+            for layer in layers:
                 carry = step(layer, carry, rngs)
                 after.append(carry)
             return carry, after
 
         after = []
-        for size, stack in zip(self.stack_sizes, self.stacks):
+        stacks = list(zip(self.stack_sizes, self.stacks))
+        if bottom_only:  # the first stack holds the L-K bottom layers, when there are any
+            stacks = stacks[:1] if self.num_unimodal_layers else []
+        for size, stack in stacks:
 
             @nnx.scan(in_axes=(0, nnx.Carry, 0), out_axes=(nnx.Carry, 0))
             def scan(layer, carry, rngs):

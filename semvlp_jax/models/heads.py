@@ -98,3 +98,44 @@ class AnswerHead(nnx.Module):
     def __call__(self, pooled: jax.Array) -> jax.Array:
         h = self.norm(jax.nn.gelu(self.expand(pooled), approximate=False))
         return self.classifier(h).astype(jnp.float32)
+
+
+class PairHead(nnx.Module):
+    """NLVR2 classifier: the pooled outputs of the sentence with each of its images, concatenated
+    ([batch, images * hidden]), through dense + GELU + LN + dense(2) (index 1 = true)."""
+
+    def __init__(self, hidden_size: int, images: int, *, rngs: nnx.Rngs):
+        self.expand = dense(images * hidden_size, 2 * hidden_size, ('embed', 'mlp'), rngs=rngs)
+        self.norm = layer_norm(2 * hidden_size, rngs=rngs)
+        self.classifier = dense(2 * hidden_size, 2, ('mlp', 'classes'), rngs=rngs)
+
+    def __call__(self, pooled_per_image: jax.Array) -> jax.Array:
+        h = self.norm(jax.nn.gelu(self.expand(pooled_per_image), approximate=False))
+        return self.classifier(h).astype(jnp.float32)
+
+
+# CLIP's cap on the learnt inverse temperature: beyond it the contrastive logits saturate.
+MAX_INVERSE_TEMPERATURE = 100.0
+
+
+class ContrastiveHead(nnx.Module):
+    """Projects uni-modal text [CLS] and mean image states to unit vectors of size `dim`, with a
+    learnt temperature (ALBEF's initial 0.07) for contrastive logits."""
+
+    def __init__(self, hidden_size: int, dim: int, *, rngs: nnx.Rngs):
+        self.text = dense(hidden_size, dim, ('embed', 'mlp'), rngs=rngs)
+        self.image = dense(hidden_size, dim, ('embed', 'mlp'), rngs=rngs)
+        self.log_inverse_temperature = nnx.Param(jnp.log(jnp.float32(1 / 0.07)))
+
+    def embed_text(self, text_cls: jax.Array) -> jax.Array:
+        return _unit(self.text(text_cls).astype(jnp.float32))
+
+    def embed_image(self, image_pooled: jax.Array) -> jax.Array:
+        return _unit(self.image(image_pooled).astype(jnp.float32))
+
+    def inverse_temperature(self) -> jax.Array:
+        return jnp.minimum(jnp.exp(self.log_inverse_temperature[...]), MAX_INVERSE_TEMPERATURE)
+
+
+def _unit(x: jax.Array) -> jax.Array:
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)

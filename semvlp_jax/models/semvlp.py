@@ -17,9 +17,11 @@ from semvlp_jax.models.embeddings import VISUAL_EMBEDDINGS, TextEmbeddings
 from semvlp_jax.models.encoder import Mode, SharedEncoder
 from semvlp_jax.models.heads import (
     AnswerHead,
+    ContrastiveHead,
     MaskedLanguageModelHead,
     MaskedObjectHead,
     MatchingHead,
+    PairHead,
     Pooler,
 )
 from semvlp_jax.models.layers import masked_mean
@@ -38,14 +40,20 @@ class DataDims:
     num_object_labels: int
     num_attribute_labels: int
     num_answers: int
+    images_per_example: int = 1  # NLVR2: 2 (one sentence, two images)
 
 
 @dataclasses.dataclass
 class Encoded:
     """What the encoder gives the objectives.
 
-    text [batch, text_len, hidden]; image [batch, image_len, hidden]; pooled [batch, hidden]
-    (pooler on the text [CLS]); image_pooled [batch, hidden] (mean over real image tokens).
+    text [rows, text_len, hidden]; image [rows, image_len, hidden]; pooled [rows, hidden]
+    (pooler on the text [CLS]); image_pooled [rows, hidden] (mean over real image tokens).
+    unimodal_text [rows, hidden] and unimodal_image [rows, hidden]: the text [CLS] and the mean
+    image state after the bottom L-K layers run on each modality alone (see
+    `SharedEncoder.unimodal`); in single-stream mode they cost a separate pass, which jit drops
+    when no objective reads them. A row is one image-text pair: an example with n images is n
+    rows (example i's rows are i*n ... i*n + n-1).
     """
 
     text: jax.Array
@@ -54,6 +62,8 @@ class Encoded:
     image_pooled: jax.Array
     text_layers: list[jax.Array]
     image_layers: list[jax.Array]
+    unimodal_text: jax.Array
+    unimodal_image: jax.Array
 
 
 class SemVLP(nnx.Module):
@@ -88,15 +98,34 @@ class SemVLP(nnx.Module):
         )
         self.matching_head = MatchingHead(hidden, rngs=rngs)
         self.answer_head = AnswerHead(hidden, dims.num_answers, rngs=rngs)
+        # Task heads exist only where the data or the config asks for them.
+        self.pair_head = (
+            PairHead(hidden, dims.images_per_example, rngs=rngs)
+            if dims.images_per_example > 1
+            else None
+        )
+        contrastive_dim = config.get('contrastive_dim', 0)
+        self.contrastive_head = (
+            ContrastiveHead(hidden, contrastive_dim, rngs=rngs) if contrastive_dim else None
+        )
 
     def __call__(self, batch: dict, *, mode: Mode, rngs: nnx.Rngs | None = None) -> Encoded:
         """Encodes `batch` (text_ids/text_mask [batch, text_len], region_* fields) in `mode`.
 
-        `rngs=None` means deterministic (no dropout).
+        Region fields with an images axis ([batch, n, regions, ...]) encode the text with each of
+        the n images (see `Encoded`). `rngs=None` means deterministic (no dropout).
         """
-        text = self.text_embeddings(batch['text_ids'], rngs)
-        image, image_mask = self.visual_embeddings(batch, self.text_embeddings.token_type, rngs)
-        out = self.encoder(text, batch['text_mask'], image, image_mask, mode=mode, rngs=rngs)
+        batch = one_row_per_image(batch)
+        text_in = self.text_embeddings(batch['text_ids'], rngs)
+        image_in, image_mask = self.visual_embeddings(batch, self.text_embeddings.token_type, rngs)
+        out = self.encoder(text_in, batch['text_mask'], image_in, image_mask, mode=mode, rngs=rngs)
+        bottom = self.encoder.num_unimodal_layers
+        if mode == 'two':  # the two-stream bottom layers are the uni-modal pass
+            unimodal_text = out.text_layers[bottom - 1] if bottom else text_in
+            unimodal_image = out.image_layers[bottom - 1] if bottom else image_in
+        else:
+            unimodal_text = self.encoder.unimodal(text_in, batch['text_mask'], rngs=rngs)
+            unimodal_image = self.encoder.unimodal(image_in, image_mask, rngs=rngs)
         # Heads, logits and losses run in float32 whatever the encoder's compute dtype.
         text, image = out.text.astype(jnp.float32), out.image.astype(jnp.float32)
         return Encoded(
@@ -106,4 +135,37 @@ class SemVLP(nnx.Module):
             image_pooled=masked_mean(image, image_mask),
             text_layers=out.text_layers,
             image_layers=out.image_layers,
+            unimodal_text=unimodal_text[:, 0].astype(jnp.float32),
+            unimodal_image=masked_mean(unimodal_image.astype(jnp.float32), image_mask),
         )
+
+    def embed_texts(self, batch: dict) -> jax.Array:
+        """Contrastive unit vectors [batch, dim] of texts alone (text_ids, text_mask)."""
+        text = self.text_embeddings(batch['text_ids'], None)
+        text = self.encoder.unimodal(text, batch['text_mask'], rngs=None)
+        return self.contrastive_head.embed_text(text[:, 0].astype(jnp.float32))
+
+    def embed_images(self, batch: dict) -> jax.Array:
+        """Contrastive unit vectors [batch, dim] of images alone (region_* fields)."""
+        image, mask = self.visual_embeddings(batch, self.text_embeddings.token_type, None)
+        image = self.encoder.unimodal(image, mask, rngs=None)
+        return self.contrastive_head.embed_image(masked_mean(image.astype(jnp.float32), mask))
+
+
+# What the model reads of an example: the text, and the image fields the visual embeddings read.
+TEXT_FIELDS = ('text_ids', 'text_mask')
+
+
+def one_row_per_image(batch: dict) -> dict:
+    """An example with n images (`region_mask` [batch, n, regions]) -> n rows, each the example's
+    text with one of its images (example i -> rows i*n ... i*n + n-1). Other batches unchanged."""
+    if batch['region_mask'].ndim == 2:
+        return batch
+    size, images = batch['region_mask'].shape[:2]
+    rows = dict(batch)
+    for key, value in batch.items():
+        if key in TEXT_FIELDS:
+            rows[key] = jnp.repeat(value, images, axis=0)
+        elif key.startswith('region_'):
+            rows[key] = value.reshape(size * images, *value.shape[2:])
+    return rows

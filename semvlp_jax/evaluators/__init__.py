@@ -1,0 +1,1 @@
+"""Local scoring that matches the official evaluation tools (VQA, GQA, NLVR2, retrieval)."""

@@ -1,0 +1,67 @@
+"""Pre-training on the synthetic scenes: MLM, MOP, ITM and QA (and ITC) in either mode.
+
+Evaluation is each mode's objective metrics on fixed validation batches (the same examples,
+masks and ITM pairings at every evaluation).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+
+from semvlp_jax.data import pipeline
+from semvlp_jax.progress import MetricAverager
+from semvlp_jax.tasks.base import EvalContext, Task, TaskData
+from semvlp_jax.train_step import eval_step
+
+
+def build(config, workdir, process_index: int, process_count: int) -> TaskData:
+    data = pipeline.synthetic_pretraining(
+        config.data,
+        workdir,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    local_batches = data.val[: config.eval_batches]
+    cache = {}
+
+    def evaluate(context: EvalContext, params, step: int) -> dict[str, float]:
+        """Mean of each metric over the validation batches, keyed `val/<mode>/<metric>`."""
+        del step
+        if not cache:
+            cache['batches'] = [context.to_global(b) for b in local_batches]
+            replicated = jax.NamedSharding(context.mesh, jax.P())
+            cache['steps'] = {
+                mode: jax.jit(
+                    functools.partial(
+                        eval_step,
+                        mode=mode,
+                        graphdef=context.graphdef,
+                        objectives=context.config.objectives.to_dict(),
+                        itm_negative_prob=context.config.itm_negative_prob,
+                    ),
+                    out_shardings=replicated,
+                )
+                for mode in context.modes
+            }
+        rng = jax.random.fold_in(jax.random.key(context.config.seed), 2)
+        results = {}
+        for mode, fn in cache['steps'].items():
+            averager = MetricAverager()
+            for i, batch in enumerate(cache['batches']):
+                averager.add(jax.device_get(fn(params, batch, jax.random.fold_in(rng, i))))
+            results.update({f'val/{mode}/{k}': v for k, v in averager.pop().items()})
+        return results
+
+    return TaskData(data.train, data.dims, data.tokenizer, evaluate)
+
+
+TASK = Task(
+    name='pretrain',
+    objectives=frozenset({'mlm', 'mop', 'itm', 'qa', 'itc'}),
+    itm_negatives=True,
+    build=build,
+)

@@ -1,0 +1,187 @@
+"""Image-text retrieval (Flickr30K / COCO style: several captions per image).
+
+Fine-tuning uses ITM (negatives drawn from the global batch, `config.itm_negative_prob`) and,
+with a contrastive head (`config.model.contrastive_dim` > 0), ITC.
+
+Evaluation ranks every caption of the validation images for every image, and every image for
+every caption:
+  shortlist_k = k > 0: uni-modal contrastive embeddings (one pass per image and per caption)
+      give cheap scores; for each image its top-k captions, and for each caption its top-k
+      images, are re-scored by ITM in the configured mode; candidates off the shortlist rank
+      below all of them.
+  shortlist_k = 0 or None: ITM scores every image-caption pair.
+ITM pairs are scored in global batches sharded over the devices, so the cost grows with the
+number of pairs scored, and memory with the batch only (plus the N_images x N_captions float32
+score matrix on the host). The score of a pair is ITM's matched-minus-unmatched logit.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+from semvlp_jax.data import pipeline, synthetic_tasks
+from semvlp_jax.evaluators import retrieval as retrieval_eval
+from semvlp_jax.tasks import base
+
+
+def predict_matching(model, batch, mode):
+    logits = model.matching_head(model(batch, mode=mode).pooled)
+    return {'score': logits[:, 1] - logits[:, 0]}
+
+
+def predict_text_embeddings(model, batch, mode):
+    del mode  # uni-modal: the same in both modes
+    return {'embedding': model.embed_texts(batch)}
+
+
+def predict_image_embeddings(model, batch, mode):
+    del mode
+    return {'embedding': model.embed_images(batch)}
+
+
+class CaptionExample:
+    """A Karpathy-style image record -> one of its captions (drawn per epoch) with its regions."""
+
+    def __init__(self, tokenizer, images: base.SyntheticImages, max_text_len: int):
+        self.encode = pipeline.TextEncoder(tokenizer, max_text_len)
+        self.images = images
+
+    def __call__(self, record: dict, rng: np.random.Generator) -> base.Example:
+        caption = record['sentences'][rng.integers(len(record['sentences']))]
+        text_ids, text_mask = self.encode(caption)
+        return {
+            'text_ids': text_ids,
+            'text_mask': text_mask,
+            **self.images(record['image_id']),
+            'is_question': np.int32(0),
+        }
+
+
+class RetrievalSet:
+    """The validation images and all their captions as arrays; `text_image[t]` is caption t's
+    image (its row in the image arrays)."""
+
+    def __init__(self, records: list[dict], tokenizer, images, max_text_len: int):
+        encode = pipeline.TextEncoder(tokenizer, max_text_len)
+        texts = [encode(caption) for r in records for caption in r['sentences']]
+        self.texts = {
+            'text_ids': np.stack([ids for ids, _ in texts]),
+            'text_mask': np.stack([mask for _, mask in texts]),
+        }
+        self.images = base.stack([images(r['image_id']) for r in records])
+        self.text_image = np.repeat(np.arange(len(records)), [len(r['sentences']) for r in records])
+
+    def pair_rows(self, pairs: np.ndarray):
+        """`rows` for `EvalContext.predict` over (image, text) index pairs [n, 2]."""
+
+        def rows(indices):
+            image, text = pairs[indices, 0], pairs[indices, 1]
+            return {
+                **{k: v[text] for k, v in self.texts.items()},
+                **{k: v[image] for k, v in self.images.items()},
+            }
+
+        return rows
+
+
+def shortlist(similarity: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image, text) pairs to re-score: each image's top-k texts and each text's top-k images by
+    `similarity` [texts, images]; returns (i2t pairs [images * k, 2], t2i pairs [texts * k, 2])."""
+    num_texts, num_images = similarity.shape
+    k_texts, k_images = min(k, num_texts), min(k, num_images)
+    top_texts = np.argsort(-similarity.T, axis=1, kind='stable')[:, :k_texts]
+    top_images = np.argsort(-similarity, axis=1, kind='stable')[:, :k_images]
+    i2t = np.stack([np.repeat(np.arange(num_images), k_texts), top_texts.ravel()], axis=1)
+    t2i = np.stack([top_images.ravel(), np.repeat(np.arange(num_texts), k_images)], axis=1)
+    return i2t, t2i
+
+
+def score_matrices(context, params, mode: str, data: RetrievalSet, k: int | None):
+    """(i2t [images, texts], t2i [texts, images]) scores: ITM on the shortlisted pairs (or all
+    pairs), -inf elsewhere."""
+    num_images, num_texts = len(data.images['region_mask']), len(data.text_image)
+    if not k:
+        pairs = np.stack(np.meshgrid(np.arange(num_images), np.arange(num_texts), indexing='ij'))
+        pairs = pairs.reshape(2, -1).T
+        scores = context.predict(predict_matching, params, mode, len(pairs), data.pair_rows(pairs))[
+            'score'
+        ].reshape(num_images, num_texts)
+        return scores, scores.T
+    texts = context.predict(
+        predict_text_embeddings, params, 'two', num_texts, base.take(data.texts)
+    )['embedding']
+    images = context.predict(
+        predict_image_embeddings, params, 'two', num_images, base.take(data.images)
+    )['embedding']
+    i2t_pairs, t2i_pairs = shortlist(texts @ images.T, k)
+    pairs, where = np.unique(np.concatenate([i2t_pairs, t2i_pairs]), axis=0, return_inverse=True)
+    scores = context.predict(predict_matching, params, mode, len(pairs), data.pair_rows(pairs))
+    scores = scores['score'][where.ravel()]
+    i2t = np.full((num_images, num_texts), -np.inf, np.float32)
+    t2i = np.full((num_texts, num_images), -np.inf, np.float32)
+    i2t[i2t_pairs[:, 0], i2t_pairs[:, 1]] = scores[: len(i2t_pairs)]
+    t2i[t2i_pairs[:, 1], t2i_pairs[:, 0]] = scores[len(i2t_pairs) :]
+    return i2t, t2i
+
+
+def build(config, workdir, process_index: int, process_count: int) -> base.TaskData:
+    workdir = pathlib.Path(workdir)
+    tokenizer = base.tokenizer(config, workdir)
+    sizes = {'train': config.data.num_train, 'val': config.task.eval_images}
+    images = base.SyntheticImages(pipeline.synthetic_config(config.data), sizes)
+    to_example = CaptionExample(tokenizer, images, config.data.max_text_len)
+    val = RetrievalSet(
+        synthetic_tasks.captions(images.scenes['val']),
+        tokenizer,
+        images,
+        config.data.max_text_len,
+    )
+    out = workdir / 'retrieval'
+
+    def evaluate(context: base.EvalContext, params, step: int) -> dict[str, float]:
+        results = {}
+        for mode in context.modes:
+            i2t, t2i = score_matrices(context, params, mode, val, config.task.shortlist_k)
+            recalls = retrieval_eval.recall_at_k(i2t, t2i, val.text_image)
+            results.update({f'val/{mode}/retrieval_{k}': v / 100 for k, v in recalls.items()})
+            if context.is_writer:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / f'recall_val_{mode}_step{step}.json').write_text(json.dumps(recalls))
+        return results
+
+    train = base.train_batches(
+        synthetic_tasks.captions(images.scenes['train']),
+        to_example,
+        config,
+        process_index,
+        process_count,
+    )
+    return base.TaskData(train, base.data_dims(config, tokenizer), tokenizer, evaluate)
+
+
+def check(config) -> None:
+    k, eval_images = config.task.get('shortlist_k'), config.task.get('eval_images')
+    if not isinstance(eval_images, int) or not 1 <= eval_images <= config.data.num_val:
+        raise ValueError(
+            f'config.task.eval_images={eval_images!r} must be an integer in '
+            f'1..config.data.num_val ({config.data.num_val})'
+        )
+    if k is not None and (not isinstance(k, int) or k < 0):
+        raise ValueError(f'config.task.shortlist_k={k!r} must be None, 0 (all pairs) or k > 0')
+    if k and not config.model.get('contrastive_dim'):
+        raise ValueError(
+            f'config.task.shortlist_k={k} needs config.model.contrastive_dim > 0: the shortlist '
+            'scores are contrastive embeddings (set shortlist_k=0 to score all pairs by ITM)'
+        )
+
+
+TASK = base.Task(
+    name='retrieval',
+    objectives=frozenset({'itm', 'itc'}),
+    itm_negatives=True,
+    build=build,
+    check=check,
+)
