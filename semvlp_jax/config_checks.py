@@ -85,12 +85,6 @@ def validate(
     _check_one_of(config, 'best_mode', ('max', 'min'))
     _check_one_of(config, 'nonfinite.policy', ('skip', 'stop'))
     _check(
-        1 <= config.eval_batches * config.batch_size <= config.data.num_val,
-        f'config.eval_batches={config.eval_batches} batches of {config.batch_size} need '
-        f'config.data.num_val >= {config.eval_batches * config.batch_size} '
-        f'(it is {config.data.num_val})',
-    )
-    _check(
         config.batch_size >= 2,
         f'config.batch_size={config.batch_size} must be >= 2 '
         '(ITM negatives come from other examples of the batch)',

@@ -36,18 +36,28 @@ class LoadReport:
         )
 
 
-def load_pretrained(path: str | pathlib.Path, params) -> tuple[Any, LoadReport]:
+def load_pretrained(
+    path: str | pathlib.Path, params, skip: tuple[str, ...] = ()
+) -> tuple[Any, LoadReport]:
     """`params` (a pure tree of arrays, e.g. freshly initialised) with every leaf that the
     checkpoint holds at the same path and shape replaced by the checkpoint's value.
 
     `path` is a run directory (its latest checkpoint is used), its `checkpoints/` directory, or
-    one step directory. Loaded leaves take the sharding of the leaf they replace.
+    one step directory. Leaves under a path prefix in `skip` (e.g. 'answer_head': a new answer
+    set of the same size would otherwise inherit rows meant for other answers) keep their
+    initial values. Loaded leaves take the sharding of the leaf they replace.
     """
     step_dir = _step_directory(pathlib.Path(path))
     handler = ocp.PyTreeCheckpointHandler()
     written = flat_shapes(handler.metadata(step_dir / STATE)['params'])
     expected = flat_shapes(params)
-    loaded = sorted(k for k in written.keys() & expected.keys() if written[k] == expected[k])
+
+    def wanted(key: str) -> bool:
+        return written.get(key) == expected[key] and not any(
+            key == prefix or key.startswith(prefix + '/') for prefix in skip
+        )
+
+    loaded = sorted(k for k in expected if wanted(k))
     report = LoadReport(
         loaded=loaded,
         new=sorted(expected.keys() - set(loaded)),

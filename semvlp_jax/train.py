@@ -172,7 +172,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         else:
             state, start_metrics = model.init(), None
             if config.init_from:
-                params, report = pretrained.load_pretrained(config.init_from, state.params)
+                params, report = pretrained.load_pretrained(
+                    config.init_from, state.params, skip=tuple(config.get('init_skip', ()))
+                )
                 state = state.replace(params=params)  # Adam's initial state does not depend on them
                 logging.info('initialised from %s: %s', config.init_from, report.summary())
         first_step = int(state.step)

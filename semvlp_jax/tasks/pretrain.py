@@ -59,9 +59,19 @@ def build(config, workdir, process_index: int, process_count: int) -> TaskData:
     return TaskData(data.train, data.dims, data.tokenizer, evaluate)
 
 
+def check(config) -> None:
+    if not 1 <= config.eval_batches * config.batch_size <= config.data.num_val:
+        raise ValueError(
+            f'config.eval_batches={config.eval_batches} batches of {config.batch_size} need '
+            f'config.data.num_val >= {config.eval_batches * config.batch_size} '
+            f'(it is {config.data.num_val})'
+        )
+
+
 TASK = Task(
     name='pretrain',
     objectives=frozenset({'mlm', 'mop', 'itm', 'qa', 'itc'}),
     itm_negatives=True,
     build=build,
+    check=check,
 )

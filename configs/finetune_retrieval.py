@@ -1,0 +1,24 @@
+r"""Fine-tune the demo's pre-trained SemVLP for image-text retrieval (5 captions per image).
+
+    python -m semvlp_jax.main --config configs/demo.py --workdir /tmp/semvlp_demo
+    python -m semvlp_jax.main \
+        --config configs/finetune_retrieval.py:init=/tmp/semvlp_demo,mode=two \
+        --workdir /tmp/semvlp_retrieval
+
+Trains ITM (negatives from the global batch) and ITC (a new contrastive head on the uni-modal
+bottom layers). Evaluation ranks the 5 * eval_images captions of eval_images validation images:
+the contrastive embeddings shortlist the top shortlist_k candidates per query and ITM re-ranks
+them (shortlist_k=0 scores every pair by ITM). Reports R@1/5/10 both ways and their sum (as
+fractions; WORKDIR/retrieval/ keeps the percentages per evaluation).
+"""
+
+from configs import finetune
+
+
+def get_config(arg: str | None = None):
+    c = finetune.base(
+        arg, dict(name='retrieval', eval_images=100, shortlist_k=16), {'itm': 1.0, 'itc': 1.0}
+    )
+    c.itm_negative_prob = 0.5
+    c.model.contrastive_dim = 64
+    return c
