@@ -245,6 +245,8 @@ def test_answer_vocabulary_keeps_frequent_answers_most_frequent_first():
     given = ['yes'] * 5 + ['no'] * 5 + ['2'] * 3 + ['red'] * 2
     assert vqa.answer_vocabulary(given, min_count=3) == ['no', 'yes', '2']
     assert vqa.answer_vocabulary(given, min_count=1) == ['no', 'yes', '2', 'red']
+    with pytest.raises(ValueError, match='answer_min_count=6: no training answer .* seen 5 times'):
+        vqa.answer_vocabulary(given, min_count=6)
 
 
 def test_soft_targets_are_the_official_accuracy_of_each_answer():

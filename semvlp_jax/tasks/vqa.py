@@ -39,6 +39,11 @@ def answer_vocabulary(answers, min_count: int) -> list[str]:
     """Answers seen at least `min_count` times, most frequent first (ties alphabetical)."""
     counts = collections.Counter(answers)
     kept = [answer for answer, count in counts.items() if count >= min_count]
+    if not kept:
+        raise ValueError(
+            f'config.task.answer_min_count={min_count}: no training answer is that frequent '
+            f'(the most frequent is seen {max(counts.values(), default=0)} times)'
+        )
     return sorted(kept, key=lambda answer: (-counts[answer], answer))
 
 
