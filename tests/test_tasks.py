@@ -13,7 +13,7 @@ from flax import nnx
 
 from configs import finetune, finetune_gqa, finetune_nlvr2, finetune_retrieval, finetune_vqa
 from semvlp_jax import config_checks, train
-from semvlp_jax.data import answers, synthetic, synthetic_tasks
+from semvlp_jax.data import answers, pipeline, synthetic, synthetic_tasks
 from semvlp_jax.evaluators import gqa as gqa_eval
 from semvlp_jax.evaluators import nlvr2 as nlvr2_eval
 from semvlp_jax.evaluators import vqa_eval
@@ -354,3 +354,18 @@ def _dims_of(workdir):
 
     tokenizer = SentencePieceTokenizer(workdir / 'tokenizer/synthetic.model')
     return base.data_dims(tiny_config(), tokenizer)
+
+
+def test_the_synthetic_tokenizer_knows_every_word_of_every_task(tmp_path):
+    config = tiny_config()
+    tokenizer = pipeline.synthetic_tokenizer(config.data, tmp_path / 'synthetic.model')
+    scenes = synthetic.SyntheticScenes(pipeline.synthetic_config(config.data), 'val', 240)
+    texts = [record['sentence'] for record in synthetic_tasks.nlvr2(scenes, seed=0)]
+    for index in range(len(scenes)):
+        questions = scenes[index]['questions']
+        texts += scenes[index]['captions'] + [q['question'] for q in questions]
+    unknown = [text for text in texts if tokenizer.unk_id in tokenizer.encode(text)]
+    assert not unknown, unknown[:5]
+    # Including the largest NLVR2 total and the rare letters that a coverage cut would drop.
+    for text in ('there are 11 objects in total', 'exactly one image contains a cross'):
+        assert tokenizer.decode(tokenizer.encode(text)) == text

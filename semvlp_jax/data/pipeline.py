@@ -15,7 +15,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from semvlp_jax.data import masking, synthetic
+from semvlp_jax.data import masking, synthetic, synthetic_tasks
 from semvlp_jax.data.answers import answer_scores
 from semvlp_jax.data.tokenizers import Tokenizer, load_or_train_sentencepiece
 from semvlp_jax.models.semvlp import DataDims
@@ -151,6 +151,16 @@ def synthetic_config(data: ml_collections.ConfigDict) -> synthetic.SyntheticConf
     )
 
 
+def synthetic_tokenizer(data: ml_collections.ConfigDict, path: pathlib.Path) -> Tokenizer:
+    """The sentencepiece model at `path`; trained there at first use on every text of the
+    synthetic tasks (pre-training and downstream share one vocabulary)."""
+    return load_or_train_sentencepiece(
+        path,
+        lambda: synthetic_tasks.text_corpus(synthetic_config(data), TOKENIZER_CORPUS_SCENES),
+        vocab_size=data.vocab_size,
+    )
+
+
 def process_share(
     examples: grain.MapDataset, global_batch: int, process_index: int, process_count: int
 ) -> grain.MapDataset:
@@ -185,11 +195,7 @@ def synthetic_pretraining(
     first use and cached in workdir.
     """
     scenes_config = synthetic_config(data)
-    tokenizer = load_or_train_sentencepiece(
-        pathlib.Path(workdir) / 'tokenizer' / 'synthetic.model',
-        lambda: synthetic.caption_corpus(scenes_config, TOKENIZER_CORPUS_SCENES),
-        vocab_size=data.vocab_size,
-    )
+    tokenizer = synthetic_tokenizer(data, pathlib.Path(workdir) / 'tokenizer' / 'synthetic.model')
     to_example = PretrainingExample(tokenizer, synthetic.ANSWERS, data)
 
     local_batch = batch_size // process_count

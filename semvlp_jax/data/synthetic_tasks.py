@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -31,6 +31,32 @@ PAIRS_PER_SENTENCE = 4
 SCENES_PER_SET = 2 * PAIRS_PER_SENTENCE
 SENTENCE_DRAWS = 20
 NLVR2_STREAM = 7  # keeps the NLVR2 sentence draws apart from the scenes' own random streams
+
+
+# How often each word of the synthetic lexicon is repeated at the end of the tokenizer corpus.
+LEXICON_REPEATS = 20
+
+
+def text_corpus(config: synthetic.SyntheticConfig, size: int) -> Iterator[str]:
+    """Every kind of text the synthetic tasks use, from the first `size` train scenes (captions,
+    questions and answers, NLVR2 sentences), then each word of the lexicon (those words and the
+    digits of every possible count or total) LEXICON_REPEATS times on a line of its own.
+
+    The tokenizer is word-level and keeps only words it sees often enough: a rare word (a large
+    total, "exactly") would otherwise be unknown to every task that uses it.
+    """
+    scenes = synthetic.SyntheticScenes(
+        dataclasses.replace(config, render_pixels=False), 'train', size
+    )
+    texts = list(synthetic.caption_corpus(config, size))
+    for index in range(len(scenes)):
+        texts += [question['answer'] for question in scenes[index]['questions']]
+    texts += [record['sentence'] for record in nlvr2(scenes, config.seed)[::PAIRS_PER_SENTENCE]]
+    yield from texts
+    lexicon = {word for text in texts for word in text.replace('?', ' ').split()}
+    lexicon |= {str(n) for n in range(2 * config.max_objects + 2)}
+    for word in sorted(lexicon):
+        yield from [word] * LEXICON_REPEATS
 
 
 def question_id(image_id: int, index: int) -> int:

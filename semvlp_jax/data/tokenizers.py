@@ -123,6 +123,9 @@ class SentencePieceTokenizer:
             eos_id=-1,
             control_symbols=list(CONTROL_SYMBOLS),
             normalization_rule_name='nmt_nfkc_cf',
+            # Every character: the default 0.9995 drops the rarest ones, and a word model then
+            # drops every word that holds one ("exactly" for its x, digits above 4).
+            character_coverage=1.0,
             hard_vocab_limit=False,
             minloglevel=2,
         )

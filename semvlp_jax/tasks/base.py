@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from semvlp_jax.data import pipeline, synthetic
-from semvlp_jax.data.tokenizers import Tokenizer, load_or_train_sentencepiece
+from semvlp_jax.data.tokenizers import Tokenizer
 from semvlp_jax.models.semvlp import DataDims
 
 Example = dict[str, np.ndarray]
@@ -158,12 +158,7 @@ def tokenizer(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> Token
     if config.init_from and source.exists() and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, path)
-    scenes_config = pipeline.synthetic_config(config.data)
-    return load_or_train_sentencepiece(
-        path,
-        lambda: synthetic.caption_corpus(scenes_config, pipeline.TOKENIZER_CORPUS_SCENES),
-        vocab_size=config.data.vocab_size,
-    )
+    return pipeline.synthetic_tokenizer(config.data, path)
 
 
 def train_batches(
