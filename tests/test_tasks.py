@@ -369,3 +369,18 @@ def test_the_synthetic_tokenizer_knows_every_word_of_every_task(tmp_path):
     # Including the largest NLVR2 total and the rare letters that a coverage cut would drop.
     for text in ('there are 11 objects in total', 'exactly one image contains a cross'):
         assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_a_fine_tune_from_a_step_directory_reads_with_the_runs_tokenizer(pretrained_run, tmp_path):
+    from semvlp_jax.tasks import base
+
+    config = tiny_config()
+    step_dir = next((pretrained_run / 'checkpoints').iterdir())
+    config.init_from = str(step_dir)
+    base.tokenizer(config, tmp_path / 'a')
+    assert (tmp_path / 'a/tokenizer/synthetic.model').read_bytes() == (
+        pretrained_run / 'tokenizer/synthetic.model'
+    ).read_bytes()
+    config.init_from = str(tmp_path / 'elsewhere')
+    with pytest.raises(FileNotFoundError, match='no tokenizer/synthetic.model'):
+        base.tokenizer(config, tmp_path / 'b')

@@ -9,20 +9,9 @@ from __future__ import annotations
 import collections
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
-_SHOW = 5  # how many offending question ids an error message lists
-
-
-class PredictionsError(ValueError):
-    """Predictions that do not match the questions or cannot be read."""
-
-
-def _listing(ids: Iterable[str]) -> str:
-    ids = sorted(ids)
-    shown = ', '.join(repr(i) for i in ids[:_SHOW])
-    more = f', ... ({len(ids)} in all)' if len(ids) > _SHOW else f' ({len(ids)} in all)'
-    return shown + more
+from semvlp_jax.evaluators.errors import PredictionsError, listing
 
 
 def _normalise(answer: str) -> str:
@@ -84,10 +73,10 @@ def score(
         raise ValueError('no questions to score against')
     missing = questions.keys() - predictions.keys()
     if missing:
-        raise PredictionsError(f'no prediction for questions {_listing(missing)}')
+        raise PredictionsError(f'no prediction for questions {listing(missing)}')
     unknown = predictions.keys() - questions.keys()
     if unknown:
-        raise PredictionsError(f'predictions for unknown questions {_listing(unknown)}')
+        raise PredictionsError(f'predictions for unknown questions {listing(unknown)}')
 
     n_correct = 0
     by_type: dict[str, list[bool]] = collections.defaultdict(list)

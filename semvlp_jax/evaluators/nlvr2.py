@@ -9,22 +9,11 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
-_SHOW = 5  # how many offending identifiers an error message lists
-
-
-class PredictionsError(ValueError):
-    """Predictions that do not match the labels or cannot be read."""
-
-
-def _listing(ids: Iterable[str]) -> str:
-    ids = sorted(ids)
-    shown = ', '.join(repr(i) for i in ids[:_SHOW])
-    more = f', ... ({len(ids)} in all)' if len(ids) > _SHOW else f' ({len(ids)} in all)'
-    return shown + more
+from semvlp_jax.evaluators.errors import PredictionsError, listing
 
 
 def parse_label(value) -> bool:
@@ -62,10 +51,10 @@ def score(predictions: Mapping[str, bool], labels: Mapping[str, bool]) -> dict[s
     groups = {identifier: group_key(identifier) for identifier in labels}
     missing = labels.keys() - predictions.keys()
     if missing:
-        raise PredictionsError(f'no prediction for {_listing(missing)}')
+        raise PredictionsError(f'no prediction for {listing(missing)}')
     unknown = predictions.keys() - labels.keys()
     if unknown:
-        raise PredictionsError(f'predictions for unknown identifiers {_listing(unknown)}')
+        raise PredictionsError(f'predictions for unknown identifiers {listing(unknown)}')
 
     n_correct = 0
     group_ok: dict[str, bool] = collections.defaultdict(lambda: True)

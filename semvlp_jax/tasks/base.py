@@ -128,20 +128,15 @@ class SyntheticImages:
     by image id would be read.
     """
 
-    FIELDS = ('region_features', 'region_boxes', 'region_mask')
-
     def __init__(self, config: synthetic.SyntheticConfig, sizes: Mapping[str, int]):
         self.scenes = {
             split: pipeline.CachedScenes(synthetic.SyntheticScenes(config, split, size))
             for split, size in sizes.items()
         }
 
-    def scene(self, image_id: int) -> dict:
-        split = synthetic.SPLITS[image_id // synthetic.IMAGE_ID_STRIDE]
-        return self.scenes[split][image_id % synthetic.IMAGE_ID_STRIDE]
-
     def __call__(self, image_id: int) -> Example:
-        scene = self.scene(image_id)
+        split = synthetic.SPLITS[image_id // synthetic.IMAGE_ID_STRIDE]
+        scene = self.scenes[split][image_id % synthetic.IMAGE_ID_STRIDE]
         return {
             'region_features': scene['region_features'].astype(np.float32),
             'region_boxes': scene['region_boxes'].astype(np.float32),
@@ -151,11 +146,20 @@ class SyntheticImages:
 
 def tokenizer(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> Tokenizer:
     """The tokenizer of the run being fine-tuned (`config.init_from`), copied into this workdir;
-    trained on the synthetic captions only when starting from scratch. A fine-tune must read text
+    trained on the synthetic texts only when starting from scratch. A fine-tune must read text
     with its pre-training vocabulary: the word embeddings are indexed by it."""
     path = workdir / 'tokenizer' / 'synthetic.model'
-    source = pathlib.Path(config.init_from) / 'tokenizer' / 'synthetic.model'
-    if config.init_from and source.exists() and not path.exists():
+    if config.init_from and not path.exists():
+        # init_from may name the run, its checkpoints/ or one step directory: the tokenizer sits
+        # in the run directory.
+        start = pathlib.Path(config.init_from)
+        sources = [d / 'tokenizer' / 'synthetic.model' for d in (start, *start.parents[:2])]
+        source = next((s for s in sources if s.exists()), None)
+        if source is None:
+            raise FileNotFoundError(
+                f'config.init_from={config.init_from!r}: no tokenizer/synthetic.model in that run '
+                'directory; a fine-tune must use its pre-training vocabulary'
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, path)
     return pipeline.synthetic_tokenizer(config.data, path)
