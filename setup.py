@@ -10,6 +10,7 @@ INSTALL_REQUIRES = [
     'orbax-checkpoint>=0.12.8,<0.13',
     'ml-collections>=1.1,<2',
     'sentencepiece>=0.2.3,<0.3',
+    'tokenizers>=0.22.1,<0.24',
     'grain>=0.2.18,<0.3',
     'tensorflow-datasets>=4.9.10,<5',
     'numpy>=2.2,<3',

@@ -1,14 +1,18 @@
-"""Shared settings of the demo fine-tuning configs (finetune_<task>.py); not a config itself.
+"""Shared settings of the fine-tuning configs (finetune_<task>.py); not a config itself.
 
 A fine-tuning config takes `init=PATH` (a pre-training run's workdir, its checkpoints/ or one
 step directory; `init=` for none: train from scratch) and `mode=single|two` (the fine-tuning
 and evaluation mode), e.g. `--config configs/finetune_vqa.py:init=/tmp/semvlp_demo,mode=single`.
 The model must be the pre-training run's (the demo's, unless overridden the same way in both).
+
+With `data=DIR` the task reads datasets built from the official files in DIR (see
+`configs/pretrain_real.py`; `tokenizer=PATH` and `kind=` as there) and the model is
+`pretrain_real`'s; without it, the embedded synthetic data and the demo model.
 """
 
 import ml_collections
 
-from configs import demo
+from configs import demo, pretrain_real
 
 DEFAULT_INIT = '/tmp/semvlp_demo'  # the workdir of the demo command in README and demo.py
 MODES = ('single', 'two')
@@ -16,13 +20,13 @@ MODES = ('single', 'two')
 
 def parse_arg(arg: str | None) -> dict[str, str]:
     """'init=/tmp/run,mode=single' -> {'init': '/tmp/run', 'mode': 'single'} (defaults filled)."""
-    values = {'init': DEFAULT_INIT, 'mode': 'two'}
+    values = {'init': DEFAULT_INIT, 'mode': 'two', 'data': '', 'tokenizer': '', 'kind': ''}
     for item in filter(None, (arg or '').split(',')):
         key, sep, value = item.partition('=')
         if not sep or key not in values:
             raise ValueError(
-                f'config argument {item!r}: expected init=PATH and/or mode=single|two, '
-                'separated by commas'
+                f'config argument {item!r}: expected init=PATH, mode=single|two, data=DIR, '
+                'tokenizer=PATH, kind=sentencepiece|wordpiece, separated by commas'
             )
         values[key] = value
     if values['mode'] not in MODES:
@@ -33,7 +37,12 @@ def parse_arg(arg: str | None) -> dict[str, str]:
 def base(arg: str | None, task: dict, objectives: dict[str, float]) -> ml_collections.ConfigDict:
     """The demo config turned into a fine-tune of `task` with `objectives` in one mode."""
     args = parse_arg(arg)
-    c = demo.get_config()
+    if args['data']:
+        built = (f'{key}={args[key]}' for key in ('tokenizer', 'kind') if args[key])
+        c = pretrain_real.get_config(','.join((f'data_dir={args["data"]}', *built)))
+        c.data.sources = {}
+    else:
+        c = demo.get_config()
     c.task = task
     c.init_from = args['init']
     c.schedule = args['mode']
@@ -45,6 +54,13 @@ def base(arg: str | None, task: dict, objectives: dict[str, float]) -> ml_collec
     c.checkpoint_every = 600
     c.keep_checkpoints = 1
     c.best_metric = ''
-    c.optimizer.update(learning_rate=5e-4, warmup_steps=60)
-    c.data.update(num_train=4000, num_val=512)
+    if args['data']:
+        # A few epochs of the official training split at batch 256 (VQA v2: ~1700 steps each).
+        c.total_steps = 10_000
+        c.eval_every = 2000
+        c.checkpoint_every = 2000
+        c.optimizer.update(learning_rate=5e-5, warmup_steps=1000)
+    else:
+        c.optimizer.update(learning_rate=5e-4, warmup_steps=60)
+        c.data.update(num_train=4000, num_val=512)
     return ml_collections.ConfigDict(c)

@@ -13,6 +13,8 @@ import ml_collections
 from semvlp_jax import objectives as objectives_lib
 from semvlp_jax import schedule as schedule_lib
 from semvlp_jax import tasks as tasks_lib
+from semvlp_jax.data import datasets
+from semvlp_jax.data.tokenizers import TOKENIZER_KINDS
 from semvlp_jax.models.embeddings import VISUAL_EMBEDDINGS
 from semvlp_jax.models.encoder import MODES, REMAT_POLICIES
 from semvlp_jax.optimizer import modes_of
@@ -183,11 +185,44 @@ def validate(
         config.optimizer.learning_rate > 0,
         f'config.optimizer.learning_rate={config.optimizer.learning_rate} must be > 0',
     )
-    _check(
-        config.data.name == 'synthetic',
-        f"config.data.name={config.data.name!r}; only 'synthetic' is available",
-    )
+    _check_one_of(config, 'data.name', DATA_NAMES)
+    if config.data.name == 'tfds':
+        _check_built_data(config.data)
     return schedule
+
+
+DATA_NAMES = ('synthetic', 'tfds')
+REGION_DATASETS = ('region_tsv', 'region_npz')
+
+
+def _check_built_data(data: ml_collections.ConfigDict) -> None:
+    """Keys of `config.data` for datasets built by `python -m semvlp_jax.data.build`."""
+    for key in ('data_dir', 'regions', 'tokenizer', 'num_regions', 'num_object_labels'):
+        _check(key in data, f'config.data.{key} is missing (needed when config.data.name=tfds)')
+    _check(bool(data.data_dir), 'config.data.data_dir is empty: the --data_dir of the builds')
+    _check(
+        data.regions in REGION_DATASETS,
+        f'config.data.regions={data.regions!r}; expected one of {list(REGION_DATASETS)}',
+    )
+    for key in ('num_regions', 'feature_dim', 'num_object_labels', 'num_attribute_labels'):
+        _check(data[key] >= 1, f'config.data.{key}={data[key]} must be >= 1')
+    _check(
+        data.tokenizer.get('kind') in TOKENIZER_KINDS,
+        f'config.data.tokenizer.kind={data.tokenizer.get("kind")!r}; '
+        f'expected one of {list(TOKENIZER_KINDS)}',
+    )
+    _check(bool(data.tokenizer.get('path')), 'config.data.tokenizer.path is empty')
+    for name, source in data.get('sources', {}).items():
+        _check(
+            name in datasets.PAIR_DATASETS,
+            f'config.data.sources.{name}: not a dataset of image-text pairs; expected one of '
+            f'{list(datasets.PAIR_DATASETS)}',
+        )
+        _check(bool(source.get('split')), f'config.data.sources.{name}.split is missing')
+        _check(
+            source.get('weight', 0) > 0,
+            f'config.data.sources.{name}.weight={source.get("weight")} must be > 0',
+        )
 
 
 def _check_task(config: ml_collections.ConfigDict) -> None:

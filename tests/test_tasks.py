@@ -1,5 +1,6 @@
 """Downstream tasks: the demo fine-tune configs end to end, and the pieces they are made of."""
 
+import collections
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from semvlp_jax.evaluators import vqa_eval
 from semvlp_jax.models.semvlp import DataDims, SemVLP
 from semvlp_jax.objectives import contrastive
 from semvlp_jax.parallel import mesh as mesh_lib
-from semvlp_jax.tasks import retrieval, vqa
+from semvlp_jax.tasks import retrieval
 
 SCENES = synthetic.SyntheticConfig(render_pixels=False)
 
@@ -242,11 +243,14 @@ def test_a_shortlist_as_long_as_the_candidates_gives_the_all_pairs_scores():
 
 
 def test_answer_vocabulary_keeps_frequent_answers_most_frequent_first():
-    given = ['yes'] * 5 + ['no'] * 5 + ['2'] * 3 + ['red'] * 2
-    assert vqa.answer_vocabulary(given, min_count=3) == ['no', 'yes', '2']
-    assert vqa.answer_vocabulary(given, min_count=1) == ['no', 'yes', '2', 'red']
-    with pytest.raises(ValueError, match='answer_min_count=6: no training answer .* seen 5 times'):
-        vqa.answer_vocabulary(given, min_count=6)
+    given = collections.Counter(['yes'] * 5 + ['no'] * 5 + ['2'] * 3 + ['red'] * 2)
+    key = 'task.answer_min_count'
+    assert pipeline.answer_vocabulary(given, 3, key) == ['no', 'yes', '2']
+    assert pipeline.answer_vocabulary(given, 1, key) == ['no', 'yes', '2', 'red']
+    with pytest.raises(
+        ValueError, match=r'config\.task\.answer_min_count=6: no training answer .* seen 5 times'
+    ):
+        pipeline.answer_vocabulary(given, 6, key)
 
 
 def test_soft_targets_are_the_official_accuracy_of_each_answer():

@@ -1,7 +1,15 @@
-"""Text tokenizers behind one interface, and a SentencePiece implementation.
+"""Text tokenizers behind one interface: SentencePiece models and BERT WordPiece vocabularies.
 
-Every tokenizer uses the same special ids (pad=0, unk=1, [CLS]=2, [SEP]=3, [MASK]=4) so that data
-pipelines and heads do not depend on which tokenizer a config picks.
+Data pipelines and heads read the special ids (pad, unk, [CLS], [SEP], [MASK]) from the tokenizer
+object, never as constants, so they work with whichever tokenizer a config picks:
+
+- SentencePiece models trained here (`SentencePieceTokenizer.train`, or the command
+  `python -m semvlp_jax.data.train_tokenizer`) have fixed ids pad=0, unk=1, [CLS]=2, [SEP]=3,
+  [MASK]=4.
+- A BERT `vocab.txt` (`WordPieceTokenizer`, for runs initialised from BERT) has the ids of its
+  file: 0, 100, 101, 102, 103 in Google's English BERT vocabularies.
+
+`load_tokenizer(kind, path)` opens either kind.
 """
 
 from __future__ import annotations
@@ -16,7 +24,10 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import sentencepiece as spm
+from tokenizers import Tokenizer as _HFTokenizer
+from tokenizers import decoders, models, normalizers, pre_tokenizers
 
+# The ids of SentencePiece models trained here (a WordPiece vocabulary has its own).
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 1, 2, 3, 4
 CONTROL_SYMBOLS = ('[CLS]', '[SEP]', '[MASK]')  # take ids 2, 3, 4 after pad and unk
 
@@ -147,6 +158,85 @@ class SentencePieceTokenizer:
         special = self.special_ids
         text = self._processor.decode([int(i) for i in ids if int(i) not in special])
         return _CLOSING_PUNCTUATION.sub(r'\1', text)
+
+
+class WordPieceTokenizer:
+    """A BERT WordPiece vocabulary (`vocab.txt`, one piece a line, id = line number); implements
+    ``Tokenizer``. For runs initialised from BERT, whose word embeddings are indexed by it.
+
+    Tokenises as BERT does, through the HuggingFace `tokenizers` library: BERT normaliser (control
+    characters removed, CJK characters spaced, and with ``lowercase`` also lower-cased and
+    accents stripped, as for BERT "uncased"), BERT pre-tokeniser (whitespace and punctuation), then
+    greedy longest-match WordPiece with "##" continuation pieces; a word that cannot be built
+    from the pieces is one [UNK]. Special tokens in the text are not recognised: a caption holding
+    "[SEP]" is encoded as the characters, so ``encode`` never returns [CLS], [SEP], [MASK] or pad.
+    """
+
+    SPECIAL_TOKENS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')
+
+    def __init__(self, vocab_path: str | os.PathLike, lowercase: bool = True):
+        path = Path(vocab_path)
+        if not path.is_file():
+            raise FileNotFoundError(f'WordPiece vocabulary file not found: {path}')
+        try:
+            vocab = models.WordPiece.read_file(str(path))
+        except Exception as error:  # the library raises a bare Exception (e.g. invalid UTF-8)
+            raise ValueError(f'{path} is not a readable WordPiece vocabulary: {error}') from error
+        missing = [token for token in self.SPECIAL_TOKENS if token not in vocab]
+        if missing:
+            raise ValueError(
+                f'WordPiece vocabulary {path} lacks the special tokens {", ".join(missing)}'
+            )
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
+            vocab[token] for token in self.SPECIAL_TOKENS
+        )
+        tokenizer = _HFTokenizer(models.WordPiece(vocab, unk_token='[UNK]'))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        # No clean-up: decode glues punctuation back the way SentencePieceTokenizer.decode does,
+        # so both kinds give the same text for the same words.
+        tokenizer.decoder = decoders.WordPiece(prefix='##', cleanup=False)
+        self._tokenizer = tokenizer
+        self.vocab_path = path
+        self.lowercase = lowercase
+        # Ids are line numbers: a repeated line leaves a gap in the ids rather than shifting
+        # them, so the embedding table needs max id + 1 rows, not one per distinct piece.
+        self.vocab_size: int = max(vocab.values()) + 1
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        return frozenset((self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id))
+
+    def encode(self, text: str) -> list[int]:
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_pieces(self, text: str) -> list[str]:
+        """The pieces of ``text`` as strings (for inspection)."""
+        return self._tokenizer.encode(text, add_special_tokens=False).tokens
+
+    def decode(self, ids: Sequence[int]) -> str:
+        special = self.special_ids
+        text = self._tokenizer.decode(
+            [int(i) for i in ids if int(i) not in special], skip_special_tokens=False
+        )
+        return _CLOSING_PUNCTUATION.sub(r'\1', text)
+
+
+# load_tokenizer's kinds: what each opens.
+TOKENIZER_KINDS: dict[str, Callable[[Path], Tokenizer]] = {
+    'sentencepiece': SentencePieceTokenizer,  # a `.model` file trained here
+    'wordpiece': WordPieceTokenizer,  # a BERT `vocab.txt`
+}
+
+
+def load_tokenizer(kind: str, path: str | os.PathLike) -> Tokenizer:
+    """The tokenizer of ``kind`` ('sentencepiece': a `.model`; 'wordpiece': a BERT `vocab.txt`)
+    stored at ``path``."""
+    if kind not in TOKENIZER_KINDS:
+        raise ValueError(
+            f'unknown tokenizer kind {kind!r}; expected one of {", ".join(TOKENIZER_KINDS)}'
+        )
+    return TOKENIZER_KINDS[kind](Path(path))
 
 
 def load_or_train_sentencepiece(

@@ -145,24 +145,45 @@ class SyntheticImages:
 
 
 def tokenizer(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> Tokenizer:
-    """The tokenizer of the run being fine-tuned (`config.init_from`), copied into this workdir;
-    trained on the synthetic texts only when starting from scratch. A fine-tune must read text
-    with its pre-training vocabulary: the word embeddings are indexed by it."""
-    path = workdir / 'tokenizer' / 'synthetic.model'
-    if config.init_from and not path.exists():
-        # init_from may name the run, its checkpoints/ or one step directory: the tokenizer sits
-        # in the run directory.
-        start = pathlib.Path(config.init_from)
-        sources = [d / 'tokenizer' / 'synthetic.model' for d in (start, *start.parents[:2])]
-        source = next((s for s in sources if s.exists()), None)
-        if source is None:
-            raise FileNotFoundError(
-                f'config.init_from={config.init_from!r}: no tokenizer/synthetic.model in that run '
-                'directory; a fine-tune must use its pre-training vocabulary'
+    """The tokenizer of the run being fine-tuned (`config.init_from`), kept in this workdir.
+
+    A fine-tune must read text with its pre-training vocabulary: the word embeddings are indexed
+    by it. Synthetic data: the pre-training run's model is copied (trained afresh only when
+    starting from scratch). Built data: `config.data.tokenizer.path`, which must be the file the
+    pre-training run used when that run kept one.
+    """
+    synthetic_data = config.data.name == 'synthetic'
+    kept = _pretraining_tokenizers(config.init_from) if config.init_from else []
+    if synthetic_data:
+        path = workdir / 'tokenizer' / 'synthetic.model'
+        source = next((k for k in kept if k.name == path.name), None)
+        if config.init_from and not path.exists():
+            if source is None:
+                raise FileNotFoundError(
+                    f'config.init_from={config.init_from!r}: no tokenizer/synthetic.model in that '
+                    'run directory; a fine-tune must use its pre-training vocabulary'
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, path)
+    else:
+        given = pathlib.Path(config.data.tokenizer.path)
+        if kept and given.is_file() and all(k.read_bytes() != given.read_bytes() for k in kept):
+            raise ValueError(
+                f'config.data.tokenizer.path={str(given)!r} differs from {kept[0]}, the tokenizer '
+                'of the run in config.init_from; a fine-tune must use its pre-training vocabulary'
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, path)
-    return pipeline.synthetic_tokenizer(config.data, path)
+    return pipeline.tokenizer_of_run(config.data, workdir)
+
+
+def _pretraining_tokenizers(init_from: str) -> list[pathlib.Path]:
+    """The tokenizer files kept by the run in `init_from`, which may name the run, its
+    checkpoints/ or one step directory: the tokenizer sits in the run directory."""
+    start = pathlib.Path(init_from)
+    for directory in (start, *start.parents[:2]):
+        if (directory / 'tokenizer').is_dir():
+            files = (directory / 'tokenizer').iterdir()
+            return sorted(p for p in files if p.is_file() and not p.name.startswith('.'))
+    return []
 
 
 def train_batches(
@@ -187,13 +208,16 @@ def train_batches(
 
 
 def data_dims(config: ml_collections.ConfigDict, tokenizer: Tokenizer, **overrides) -> DataDims:
-    """The synthetic data's sizes; a task overrides what it changes (answers, images)."""
+    """The data's sizes; a task overrides what it changes (answers, images)."""
+    built = config.data.name != 'synthetic'
     fields = dict(
         vocab_size=tokenizer.vocab_size,
         max_text_len=config.data.max_text_len,
         visual_feature_dim=config.data.feature_dim,
-        num_object_labels=len(synthetic.SHAPES),
-        num_attribute_labels=len(synthetic.COLOURS),
+        num_object_labels=config.data.num_object_labels if built else len(synthetic.SHAPES),
+        num_attribute_labels=(
+            config.data.num_attribute_labels if built else len(synthetic.COLOURS)
+        ),
         num_answers=len(synthetic.ANSWERS),
     )
     return DataDims(**{**fields, **overrides})

@@ -15,7 +15,7 @@ import numpy as np
 
 from semvlp_jax.data import pipeline, synthetic_tasks
 from semvlp_jax.evaluators import nlvr2 as nlvr2_eval
-from semvlp_jax.tasks import base
+from semvlp_jax.tasks import base, sources
 
 IMAGES_PER_EXAMPLE = 2
 
@@ -29,7 +29,7 @@ def predict_labels(model, batch, mode):
 class PairExample:
     """A record -> the sentence, both images' region fields stacked [2, ...], and the label."""
 
-    def __init__(self, tokenizer, images: base.SyntheticImages, max_text_len: int):
+    def __init__(self, tokenizer, images: sources.Images, max_text_len: int):
         self.encode = pipeline.TextEncoder(tokenizer, max_text_len)
         self.images = images
 
@@ -49,11 +49,9 @@ class PairExample:
 def build(config, workdir, process_index: int, process_count: int) -> base.TaskData:
     workdir = pathlib.Path(workdir)
     tokenizer = base.tokenizer(config, workdir)
-    scenes_config = pipeline.synthetic_config(config.data)
-    sizes = {'train': config.data.num_train, 'val': config.data.num_val}
-    images = base.SyntheticImages(scenes_config, sizes)
+    images = sources.images(config)
     train_records, val_records = (
-        synthetic_tasks.nlvr2(images.scenes[split], config.data.seed) for split in ('train', 'val')
+        sources.nlvr2_records(config, images, split) for split in ('train', 'val')
     )
     to_example = PairExample(tokenizer, images, config.data.max_text_len)
     val_examples = base.stack([to_example(r) for r in val_records])
@@ -83,6 +81,8 @@ def build(config, workdir, process_index: int, process_count: int) -> base.TaskD
 
 
 def check(config) -> None:
+    if sources.is_built(config):
+        return
     if config.data.num_val < synthetic_tasks.SCENES_PER_SET:
         raise ValueError(
             f'config.data.num_val={config.data.num_val} gives no NLVR2 example: each sentence '

@@ -1,4 +1,5 @@
-"""Pre-training on the synthetic scenes: MLM, MOP, ITM and QA (and ITC) in either mode.
+"""Pre-training: MLM, MOP, ITM and QA (and ITC) in either mode, on the synthetic scenes
+(`config.data.name='synthetic'`) or on datasets built from real files (`'tfds'`).
 
 Evaluation is each mode's objective metrics on fixed validation batches (the same examples,
 masks and ITM pairings at every evaluation).
@@ -17,14 +18,19 @@ from semvlp_jax.train_step import eval_step
 
 
 def build(config, workdir, process_index: int, process_count: int) -> TaskData:
-    data = pipeline.synthetic_pretraining(
-        config.data,
-        workdir,
+    shares = dict(
         batch_size=config.batch_size,
         seed=config.seed,
         process_index=process_index,
         process_count=process_count,
     )
+    if config.data.name == 'synthetic':
+        data = pipeline.synthetic_pretraining(config.data, workdir, **shares)
+    else:
+        eval_examples = config.eval_batches * config.batch_size
+        data = pipeline.built_pretraining(
+            config.data, workdir, eval_examples=eval_examples, **shares
+        )
     local_batches = data.val[: config.eval_batches]
     cache = {}
 
@@ -60,6 +66,8 @@ def build(config, workdir, process_index: int, process_count: int) -> TaskData:
 
 
 def check(config) -> None:
+    if config.data.name != 'synthetic':
+        return  # the size of built validation splits is checked when they are opened
     if not 1 <= config.eval_batches * config.batch_size <= config.data.num_val:
         raise ValueError(
             f'config.eval_batches={config.eval_batches} batches of {config.batch_size} need '

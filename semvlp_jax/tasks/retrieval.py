@@ -22,9 +22,9 @@ import pathlib
 
 import numpy as np
 
-from semvlp_jax.data import pipeline, synthetic_tasks
+from semvlp_jax.data import pipeline
 from semvlp_jax.evaluators import retrieval as retrieval_eval
-from semvlp_jax.tasks import base
+from semvlp_jax.tasks import base, sources
 
 
 def predict_matching(model, batch, mode):
@@ -45,7 +45,7 @@ def predict_image_embeddings(model, batch, mode):
 class CaptionExample:
     """A Karpathy-style image record -> one of its captions (drawn per epoch) with its regions."""
 
-    def __init__(self, tokenizer, images: base.SyntheticImages, max_text_len: int):
+    def __init__(self, tokenizer, images: sources.Images, max_text_len: int):
         self.encode = pipeline.TextEncoder(tokenizer, max_text_len)
         self.images = images
 
@@ -130,11 +130,10 @@ def score_matrices(context, params, mode: str, data: RetrievalSet, k: int | None
 def build(config, workdir, process_index: int, process_count: int) -> base.TaskData:
     workdir = pathlib.Path(workdir)
     tokenizer = base.tokenizer(config, workdir)
-    sizes = {'train': config.data.num_train, 'val': config.task.eval_images}
-    images = base.SyntheticImages(pipeline.synthetic_config(config.data), sizes)
+    images = sources.images(config, val_size=config.task.eval_images)
     to_example = CaptionExample(tokenizer, images, config.data.max_text_len)
     val = RetrievalSet(
-        synthetic_tasks.captions(images.scenes['val']),
+        sources.caption_records(config, images, 'val', config.task.eval_images),
         tokenizer,
         images,
         config.data.max_text_len,
@@ -153,7 +152,7 @@ def build(config, workdir, process_index: int, process_count: int) -> base.TaskD
         return results
 
     train = base.train_batches(
-        synthetic_tasks.captions(images.scenes['train']),
+        sources.caption_records(config, images, 'train'),
         to_example,
         config,
         process_index,
@@ -164,7 +163,11 @@ def build(config, workdir, process_index: int, process_count: int) -> base.TaskD
 
 def check(config) -> None:
     k, eval_images = config.task.get('shortlist_k'), config.task.get('eval_images')
-    if not isinstance(eval_images, int) or not 1 <= eval_images <= config.data.num_val:
+    if sources.is_built(config):
+        # The first eval_images images of the val split (e.g. 1000 for Karpathy's 1k test).
+        if not isinstance(eval_images, int) or eval_images < 1:
+            raise ValueError(f'config.task.eval_images={eval_images!r} must be an integer >= 1')
+    elif not isinstance(eval_images, int) or not 1 <= eval_images <= config.data.num_val:
         raise ValueError(
             f'config.task.eval_images={eval_images!r} must be an integer in '
             f'1..config.data.num_val ({config.data.num_val})'

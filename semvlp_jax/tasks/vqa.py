@@ -24,33 +24,21 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from semvlp_jax.data import pipeline, synthetic_tasks
+from semvlp_jax.data import pipeline
 from semvlp_jax.data.answers import answer_scores
 from semvlp_jax.evaluators import gqa as gqa_eval
 from semvlp_jax.evaluators import vqa_eval
-from semvlp_jax.tasks import base
+from semvlp_jax.tasks import base, sources
 
 
 def predict_answers(model, batch, mode):
     return {'answer': jnp.argmax(model.answer_head(model(batch, mode=mode).pooled), axis=-1)}
 
 
-def answer_vocabulary(answers, min_count: int) -> list[str]:
-    """Answers seen at least `min_count` times, most frequent first (ties alphabetical)."""
-    counts = collections.Counter(answers)
-    kept = [answer for answer, count in counts.items() if count >= min_count]
-    if not kept:
-        raise ValueError(
-            f'config.task.answer_min_count={min_count}: no training answer is that frequent '
-            f'(the most frequent is seen {max(counts.values(), default=0)} times)'
-        )
-    return sorted(kept, key=lambda answer: (-counts[answer], answer))
-
-
 class QuestionExample:
     """A question record -> an example: question text, its image's regions, answer targets."""
 
-    def __init__(self, tokenizer, images: base.SyntheticImages, max_text_len: int, targets):
+    def __init__(self, tokenizer, images: sources.Images, max_text_len: int, targets):
         self.encode = pipeline.TextEncoder(tokenizer, max_text_len)
         self.images = images
         self.targets = targets  # record -> [num_answers] float32
@@ -65,11 +53,6 @@ class QuestionExample:
             'answer_scores': self.targets(record),
             'is_question': np.int32(1),
         }
-
-
-def _images(config) -> base.SyntheticImages:
-    sizes = {'train': config.data.num_train, 'val': config.data.num_val}
-    return base.SyntheticImages(pipeline.synthetic_config(config.data), sizes)
 
 
 def _write_json(is_writer: bool, path: pathlib.Path, value) -> None:
@@ -102,15 +85,16 @@ def _answer_predictions(context, params, examples: base.Example, vocabulary: lis
 def build_vqa(config, workdir, process_index: int, process_count: int) -> base.TaskData:
     workdir = pathlib.Path(workdir)
     tokenizer = base.tokenizer(config, workdir)
-    images = _images(config)
-    train_files, val_files = (synthetic_tasks.vqa(images.scenes[s]) for s in ('train', 'val'))
+    images = sources.images(config)
+    train_files, val_files = (sources.vqa_files(config, images, s) for s in ('train', 'val'))
 
-    vocabulary = answer_vocabulary(
-        (
+    vocabulary = pipeline.answer_vocabulary(
+        collections.Counter(
             vqa_eval.normalize_answer(a['multiple_choice_answer'])
             for a in train_files[1]['annotations']
         ),
         config.task.answer_min_count,
+        'task.answer_min_count',
     )
     index = {answer: i for i, answer in enumerate(vocabulary)}
     to_example = QuestionExample(
@@ -156,12 +140,14 @@ def build_vqa(config, workdir, process_index: int, process_count: int) -> base.T
 def build_gqa(config, workdir, process_index: int, process_count: int) -> base.TaskData:
     workdir = pathlib.Path(workdir)
     tokenizer = base.tokenizer(config, workdir)
-    images = _images(config)
+    images = sources.images(config)
     train_questions, val_questions = (
-        synthetic_tasks.gqa(images.scenes[s]) for s in ('train', 'val')
+        sources.gqa_questions(config, images, s) for s in ('train', 'val')
     )
-    vocabulary = answer_vocabulary(
-        (q['answer'] for q in train_questions.values()), config.task.answer_min_count
+    vocabulary = pipeline.answer_vocabulary(
+        collections.Counter(q['answer'] for q in train_questions.values()),
+        config.task.answer_min_count,
+        'task.answer_min_count',
     )
     index = {answer: i for i, answer in enumerate(vocabulary)}
 

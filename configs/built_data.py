@@ -1,0 +1,38 @@
+"""The `config.data` block for datasets built from real files; not a config itself.
+
+Build the datasets once (see README "Real data"), e.g.
+
+    python -m semvlp_jax.data.build --dataset region_tsv --manual_dir RAW/features \
+        --data_dir DATA
+    python -m semvlp_jax.data.build --dataset karpathy --manual_dir RAW/karpathy \
+        --data_dir DATA --features region_tsv
+
+then point a config at DATA with `data(DATA, TOKENIZER)`. Sizes default to the 36-box,
+2048-dimensional bottom-up-attention features with Visual Genome's 1600 object and 400
+attribute classes (the LXMERT files).
+"""
+
+
+def data(data_dir: str, tokenizer: str, kind: str = 'sentencepiece', **overrides) -> dict:
+    """`tokenizer`: a sentencepiece `.model` (kind='sentencepiece') or a BERT `vocab.txt`
+    (kind='wordpiece'). `sources` (pre-training only): {dataset: {split, val_split, weight}}."""
+    block = dict(
+        name='tfds',
+        data_dir=data_dir,
+        regions='region_tsv',  # region_tsv | region_npz
+        num_regions=36,  # the first num_regions boxes of each image, zero-padded to this many
+        feature_dim=2048,
+        num_object_labels=1600,
+        num_attribute_labels=400,
+        tokenizer=dict(kind=kind, path=tokenizer),
+        sources={},
+        answer_min_count=9,  # pre-training QA answers: those seen this often
+        max_text_len=32,
+        mlm_prob=0.15,
+        max_mlm_predictions=5,
+        mop_prob=0.15,
+        max_mop_predictions=6,
+        reader_threads=16,
+    )
+    block.update(overrides)
+    return block

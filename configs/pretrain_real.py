@@ -1,0 +1,71 @@
+r"""Pre-train SemVLP on datasets built from real files: COCO captions (Karpathy splits), VQA v2
+and GQA questions, with bottom-up-attention region features.
+
+    python -m semvlp_jax.data.build --dataset region_tsv --manual_dir RAW/features --data_dir DATA
+    python -m semvlp_jax.data.build --dataset karpathy --manual_dir RAW/karpathy \
+        --data_dir DATA --features region_tsv
+    python -m semvlp_jax.data.build --dataset vqa_v2 --manual_dir RAW/vqa --data_dir DATA \
+        --features region_tsv
+    python -m semvlp_jax.data.build --dataset gqa --manual_dir RAW/gqa --data_dir DATA \
+        --features region_tsv     # GQA images need their own features in the region dataset
+    python -m semvlp_jax.data.train_tokenizer --dataset karpathy --data_dir DATA \
+        --output DATA/spm.model --vocab_size 30000
+    python -m semvlp_jax.main --config configs/pretrain_real.py:data_dir=DATA \
+        --workdir WORKDIR
+
+Config argument: `data_dir=DATA` (required), `tokenizer=PATH` (default DATA/spm.model),
+`kind=sentencepiece|wordpiece` (a BERT vocab.txt for wordpiece). Drop a source with e.g.
+`--config.data.sources.gqa.weight=...` or by editing `sources` below; any dataset of image-text
+pairs (coco_captions, caption_records, karpathy, vqa_v2, gqa) can be one.
+"""
+
+import ml_collections
+
+from configs import built_data, demo
+
+
+def parse_arg(arg: str | None) -> dict[str, str]:
+    values = dict(item.partition('=')[::2] for item in filter(None, (arg or '').split(',')))
+    unknown = set(values) - {'data_dir', 'tokenizer', 'kind'}
+    if unknown or not values.get('data_dir'):
+        raise ValueError(
+            f'config argument {arg!r}: expected data_dir=DIR[,tokenizer=PATH][,kind=KIND]'
+        )
+    values.setdefault('tokenizer', f'{values["data_dir"]}/spm.model')
+    values.setdefault('kind', 'sentencepiece')
+    return values
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = parse_arg(arg)
+    c = demo.get_config()
+    c.data = built_data.data(
+        args['data_dir'],
+        args['tokenizer'],
+        args['kind'],
+        sources=dict(
+            karpathy=dict(split='train', val_split='val', weight=0.6),
+            vqa_v2=dict(split='train', val_split='val', weight=0.25),
+            gqa=dict(split='train', val_split='val', weight=0.15),
+        ),
+    )
+    c.total_steps = 200_000
+    c.batch_size = 256
+    c.eval_every = 5000
+    c.eval_batches = 8
+    c.log_every = 100
+    c.checkpoint_every = 2000
+    c.keep_checkpoints = 3
+    c.model.update(
+        num_layers=12,
+        num_cross_layers=6,
+        hidden_size=768,
+        num_heads=12,
+        mlp_size=3072,
+        dropout_rate=0.1,
+        dtype='bfloat16',
+    )
+    c.optimizer.update(learning_rate=1e-4, warmup_steps=10_000, weight_decay=0.01)
+    c.mesh = dict(data=1, fsdp=-1, tensor=1)  # parameters and optimizer state sharded
+    c.parallel = dict(preset='fsdp', rules=())
+    return ml_collections.ConfigDict(c)

@@ -1,0 +1,513 @@
+"""tfds builders that turn raw vision-language files (read by `formats.py`) into datasets.
+
+Datasets are ArrayRecord files read back with `open_dataset(name, data_dir).as_data_source(split)`
+(numpy dicts; text fields are bytes), no TensorFlow needed. Build them with
+`python -m semvlp_jax.data.build` or `BUILDERS[name](data_dir=...).build(manual_dir)`.
+
+- Region datasets (`region_tsv`, `region_npz`) have one split, `images`, in input-file order, and
+  an `image_ids.txt` (`ImageIndex`) beside the records: record i is the i-th id.
+- Text datasets (captions, `vqa_v2`, `gqa`, `nlvr2`) carry image ids; given an `ImageIndex` of a
+  region dataset, a record whose image has no features is bad input.
+
+A bad record stops the build with a `formats.BadInput` naming file, record and reason; with
+`skip_bad=True` it is skipped and counted in the `BuildReport` (saved as `build_report.json`
+beside the records). What a build writes appears at once or not at all: tfds builds into a
+temporary directory and renames it, and the index and report are written inside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from semvlp_jax.data import formats
+from semvlp_jax.data.image_index import ImageIndex
+
+DATASET_VERSION = '1.0.0'
+REGION_SPLIT = 'images'
+REPORT_FILE = 'build_report.json'
+
+# How a split's records are read: on_bad -> (key, record) pairs.
+Reader = Callable[..., Iterator[tuple[str, dict]]]
+
+
+# ---------------------------------------------------------------- schemas
+
+
+def _tensor(shape: tuple, dtype) -> tfds.features.Tensor:
+    # Raw bytes plus shape: the compact encoding, and the only one for two unknown dimensions.
+    return tfds.features.Tensor(shape=shape, dtype=dtype, encoding='bytes')
+
+
+def region_features() -> tfds.features.FeaturesDict:
+    """Boxes are (x1, y1, x2, y2) / (w, h, w, h); labels are -1 where the file has none."""
+    return tfds.features.FeaturesDict(
+        {
+            'image_id': tfds.features.Text(),
+            'image_height': np.int32,
+            'image_width': np.int32,
+            'features': _tensor((None, None), np.float32),
+            'boxes': _tensor((None, 4), np.float32),
+            'objects': _tensor((None,), np.int32),
+            'attributes': _tensor((None,), np.int32),
+        }
+    )
+
+
+def caption_features() -> tfds.features.FeaturesDict:
+    """One caption; `image` is the encoded image file when built with images=True, else empty."""
+    return tfds.features.FeaturesDict(
+        {
+            'image_id': tfds.features.Text(),
+            'image_path': tfds.features.Text(),
+            'caption': tfds.features.Text(),
+            'caption_index': np.int32,
+            'image': _tensor((None,), np.uint8),
+        }
+    )
+
+
+def vqa_features() -> tfds.features.FeaturesDict:
+    """Test splits have no annotation: their answer fields are empty."""
+    return tfds.features.FeaturesDict(
+        {
+            'question_id': np.int64,
+            'image_id': tfds.features.Text(),
+            'question': tfds.features.Text(),
+            'question_type': tfds.features.Text(),
+            'answer_type': tfds.features.Text(),
+            'multiple_choice_answer': tfds.features.Text(),
+            'answers': tfds.features.Sequence(tfds.features.Text()),
+        }
+    )
+
+
+def gqa_features() -> tfds.features.FeaturesDict:
+    return tfds.features.FeaturesDict(
+        {
+            'question_id': tfds.features.Text(),
+            'image_id': tfds.features.Text(),
+            'question': tfds.features.Text(),
+            'answer': tfds.features.Text(),
+            'structural': tfds.features.Text(),
+        }
+    )
+
+
+def nlvr2_features() -> tfds.features.FeaturesDict:
+    """`label` is 1 (True), 0 (False) or -1 (hidden test)."""
+    return tfds.features.FeaturesDict(
+        {
+            'identifier': tfds.features.Text(),
+            'sentence': tfds.features.Text(),
+            'label': np.int32,
+            'left_image_id': tfds.features.Text(),
+            'right_image_id': tfds.features.Text(),
+        }
+    )
+
+
+# ---------------------------------------------------------------- report
+
+
+@dataclasses.dataclass
+class BuildReport:
+    """Records written and skipped per split; for each skip reason, its first bad record."""
+
+    dataset: str
+    data_dir: str = ''
+    written: dict[str, int] = dataclasses.field(default_factory=dict)
+    skipped: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    first_skipped: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    feature_dim: int | None = None
+
+    def skip(self, split: str, error: formats.BadInput) -> None:
+        counts = self.skipped.setdefault(split, {})
+        counts[error.reason] = counts.get(error.reason, 0) + 1
+        self.first_skipped.setdefault(split, {}).setdefault(error.reason, str(error))
+
+    def num_skipped(self, split: str | None = None) -> int:
+        splits = self.skipped if split is None else [split]
+        return sum(sum(self.skipped.get(s, {}).values()) for s in splits)
+
+    def format(self) -> str:
+        lines = [f'{self.dataset} {DATASET_VERSION} in {self.data_dir}']
+        for split in sorted(self.written.keys() | self.skipped.keys()):
+            lines.append(
+                f'  {split}: {self.written.get(split, 0)} records written, '
+                f'{self.num_skipped(split)} skipped'
+            )
+            for reason, count in sorted(self.skipped.get(split, {}).items()):
+                first = self.first_skipped[split][reason]
+                lines.append(f'    {count} x {reason}; first: {first}')
+        if self.feature_dim is not None:
+            lines.append(f'  feature dimension: {self.feature_dim}')
+        return '\n'.join(lines)
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / REPORT_FILE
+        fields = dataclasses.asdict(self)
+        del fields['data_dir']  # the directory is renamed after this is written
+        path.write_text(json.dumps(fields, indent=1, sort_keys=True) + '\n', encoding='utf-8')
+        return path
+
+
+def load_report(builder: tfds.core.DatasetBuilder) -> BuildReport:
+    """The report saved by the build, or the counts tfds stored when there is none."""
+    path = Path(builder.data_dir) / REPORT_FILE
+    if path.is_file():
+        report = BuildReport(**json.loads(path.read_text(encoding='utf-8')))
+    else:
+        report = BuildReport(
+            builder.name,
+            written={name: split.num_examples for name, split in builder.info.splits.items()},
+        )
+    report.data_dir = str(builder.data_dir)
+    return report
+
+
+# ---------------------------------------------------------------- builders
+
+
+class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """What every dataset here shares: manual files in, bad-record policy, report out."""
+
+    VERSION = tfds.core.Version(DATASET_VERSION)
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {DATASET_VERSION: 'First release.'}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put the raw files in the manual directory (see the builder).'
+    # 'regions', 'captions' or 'text': which builder options apply (the CLI checks them).
+    KIND: ClassVar[str] = ''
+    # Region records are looked up by position, so they keep file order; tfds shuffles others.
+    ORDERED: ClassVar[bool] = False
+    # tfds looks for a download-checksums file beside the builder's source; nothing is
+    # downloaded here, and finding that path needs importlib_resources, which a TF-free
+    # install may lack.
+    code_path = None
+
+    def __init__(self, *, data_dir: str | Path | None = None, skip_bad: bool = False, **kwargs):
+        self.skip_bad = skip_bad
+        self.report = BuildReport(self.name)
+        kwargs.setdefault('file_format', 'array_record')
+        super().__init__(data_dir=None if data_dir is None else str(data_dir), **kwargs)
+
+    def build(self, manual_dir: str | Path) -> BuildReport:
+        """Builds from the raw files in `manual_dir`; when built already, the saved report."""
+        if is_built(self):
+            return load_report(self)
+        manual_dir = Path(manual_dir)
+        if not manual_dir.is_dir():
+            raise FileNotFoundError(f'manual directory {manual_dir} does not exist')
+        if not any(manual_dir.iterdir()):
+            raise FileNotFoundError(f'manual directory {manual_dir} is empty')
+        # tfds wants a download directory even with nothing to download; keep it out of data_dir.
+        with tempfile.TemporaryDirectory(prefix='semvlp_downloads_') as downloads:
+            self.download_and_prepare(
+                download_dir=downloads,
+                download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
+            )
+        self.report.data_dir = str(self.data_dir)
+        return self.report
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.__doc__,
+            features=self._features(),
+            disable_shuffling=self.ORDERED,
+        )
+
+    def _features(self) -> tfds.features.FeaturesDict:
+        raise NotImplementedError
+
+    def _readers(self, manual_dir: Path) -> dict[str, Reader]:
+        """{split: reader}; each reader takes `on_bad=` and yields (key, record)."""
+        raise NotImplementedError
+
+    def _finish(self, directory: Path) -> None:
+        """Writes what belongs beside the records, into the not yet renamed directory."""
+
+    def _download_and_prepare(self, dl_manager, download_config=None) -> None:
+        self.report = BuildReport(self.name)
+        super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+        # self.data_dir is tfds's temporary directory until this returns: files written now
+        # appear together with the records.
+        self._finish(Path(self.data_dir))
+        self.report.save(self.data_dir)
+
+    def _split_generators(self, dl_manager):
+        readers = self._readers(Path(dl_manager.manual_dir))
+        return {split: self._generate_examples(split, read) for split, read in readers.items()}
+
+    def _generate_examples(self, split: str, read: Reader):
+        written = 0
+        for key, record in read(on_bad=functools.partial(self._on_bad, split)):
+            written += 1
+            yield key, record
+        if not written:
+            firsts = self.report.first_skipped.get(split, {}).values()
+            why = f'every record was bad; first: {next(iter(firsts))}' if firsts else 'no records'
+            raise formats.InputError(f'{self.name} split {split!r} has nothing to write: {why}')
+        self.report.written[split] = written
+
+    def _on_bad(self, split: str, error: formats.BadInput) -> None:
+        if not self.skip_bad:
+            raise error
+        self.report.skip(split, error)
+
+
+class _RegionBuilder(_Builder, skip_registration=True):
+    KIND = 'regions'
+    ORDERED = True
+
+    def __init__(self, *, feature_dim: int | None = None, **kwargs):
+        if feature_dim is not None and feature_dim <= 0:
+            raise ValueError(f'feature_dim must be positive, got {feature_dim}')
+        self.feature_dim = feature_dim
+        self._image_ids: list[str] = []
+        self._checks = formats.RegionChecks(feature_dim)
+        super().__init__(**kwargs)
+
+    def _features(self):
+        return region_features()
+
+    def _files(self, manual_dir: Path) -> list[Path]:
+        raise NotImplementedError
+
+    def _read_file(self, path: Path, *, checks, on_bad) -> Iterator[tuple[str, dict]]:
+        raise NotImplementedError
+
+    def _readers(self, manual_dir):
+        files = self._files(manual_dir)
+        self._image_ids = []
+        self._checks = formats.RegionChecks(self.feature_dim)  # one dimension over all files
+
+        def read(on_bad):
+            for path in files:
+                for key, record in self._read_file(path, checks=self._checks, on_bad=on_bad):
+                    # Records are written in the order they are yielded (ORDERED).
+                    self._image_ids.append(record['image_id'])
+                    yield key, record
+
+        return {REGION_SPLIT: read}
+
+    def _finish(self, directory):
+        self.report.feature_dim = self._checks.feature_dim
+        write_image_index(self, self._image_ids, directory)
+
+
+class RegionTsv(_RegionBuilder, skip_registration=True):
+    """Region features from LXMERT-style 10-column TSV files (every *.tsv, sorted by name)."""
+
+    name = 'region_tsv'
+    MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put the *.tsv region-feature files in the manual directory.'
+
+    def _files(self, manual_dir):
+        return formats.region_tsv_files(manual_dir)
+
+    def _read_file(self, path, *, checks, on_bad):
+        return formats.read_region_tsv(path, checks=checks, on_bad=on_bad)
+
+
+class RegionNpz(_RegionBuilder, skip_registration=True):
+    """Region features from per-image .npz files (recursive, sorted; image id = file stem)."""
+
+    name = 'region_npz'
+    MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put the per-image *.npz files under the manual directory.'
+
+    def _files(self, manual_dir):
+        return formats.region_npz_files(manual_dir)
+
+    def _read_file(self, path, *, checks, on_bad):
+        return formats.read_region_npz(path, checks=checks, on_bad=on_bad)
+
+
+def write_image_index(
+    builder: tfds.core.DatasetBuilder,
+    image_ids: list[str] | None = None,
+    directory: str | Path | None = None,
+) -> Path:
+    """Writes `image_ids.txt` of a region dataset into `directory` (default its data_dir).
+
+    Builds write it themselves; without `image_ids` they are read back from the records, which
+    decodes every record (use it to repair a dataset built some other way)."""
+    if image_ids is None:
+        source = builder.as_data_source(REGION_SPLIT)
+        image_ids = [source[i]['image_id'].decode('utf-8') for i in range(len(source))]
+    return ImageIndex(image_ids).write(directory or builder.data_dir)
+
+
+class _TextBuilder(_Builder, skip_registration=True):
+    KIND = 'text'
+
+    def __init__(self, *, image_index: ImageIndex | None = None, **kwargs):
+        self.image_index = image_index
+        super().__init__(**kwargs)
+
+
+class _CaptionBuilder(_TextBuilder, skip_registration=True):
+    KIND = 'captions'
+
+    def __init__(self, *, images: bool = False, **kwargs):
+        self.images = images
+        super().__init__(**kwargs)
+
+    def _features(self):
+        return caption_features()
+
+    def _options(self, manual_dir: Path) -> dict[str, Any]:
+        images = formats.ImageReader(manual_dir) if self.images else None
+        return {'image_index': self.image_index, 'images': images}
+
+
+class CocoCaptions(_CaptionBuilder, skip_registration=True):
+    """COCO captions: every captions_<split>.json under the manual directory is split <split>;
+    images are <manual_dir>/<split>/<file_name>."""
+
+    name = 'coco_captions'
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        'Put annotations/captions_<split>.json (and, for --images, the <split>/ image folders) '
+        'in the manual directory.'
+    )
+
+    def _readers(self, manual_dir):
+        options = self._options(manual_dir)
+        return {
+            split: functools.partial(
+                formats.read_coco_captions,
+                path,
+                image_dir=path.stem.removeprefix('captions_'),
+                **options,
+            )
+            for split, path in formats.coco_caption_files(manual_dir).items()
+        }
+
+
+class CaptionRecords(_CaptionBuilder, skip_registration=True):
+    """ALBEF/SIMLA caption records: every *.json in the manual directory is a split (its stem);
+    image paths are relative to the manual directory."""
+
+    name = 'caption_records'
+    MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put the [{"image", "caption"}] *.json files in the manual dir.'
+
+    def _readers(self, manual_dir):
+        options = self._options(manual_dir)
+        return {
+            split: functools.partial(formats.read_caption_records, path, **options)
+            for split, path in formats.caption_record_files(manual_dir).items()
+        }
+
+
+class Karpathy(_CaptionBuilder, skip_registration=True):
+    """Karpathy split file (dataset_coco.json / dataset_flickr30k.json): splits train (train +
+    restval), val and test; image paths are [filepath/]filename under the manual directory."""
+
+    name = 'karpathy'
+    MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put the one dataset_*.json Karpathy file in the manual dir.'
+
+    def _readers(self, manual_dir):
+        path = formats.karpathy_file(manual_dir)
+        options = self._options(manual_dir)
+        return {
+            split: functools.partial(formats.read_karpathy, path, split=split, **options)
+            for split in ('train', 'val', 'test')
+        }
+
+
+class VqaV2(_TextBuilder, skip_registration=True):
+    """VQA v2 official questions (+ annotations): train2014 -> train, val2014 -> val,
+    test2015 -> test, test-dev2015 -> test_dev."""
+
+    name = 'vqa_v2'
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        'Put v2_OpenEnded_mscoco_<split>_questions.json and v2_mscoco_<split>_annotations.json '
+        'in the manual directory.'
+    )
+
+    def _features(self):
+        return vqa_features()
+
+    def _readers(self, manual_dir):
+        return {
+            split: functools.partial(
+                formats.read_vqa, questions, annotations, image_index=self.image_index
+            )
+            for split, (questions, annotations) in formats.vqa_files(manual_dir).items()
+        }
+
+
+class Gqa(_TextBuilder, skip_registration=True):
+    """GQA balanced questions: <split>_balanced_questions.json -> split <split>."""
+
+    name = 'gqa'
+    MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put <split>_balanced_questions.json in the manual directory.'
+
+    def _features(self):
+        return gqa_features()
+
+    def _readers(self, manual_dir):
+        return {
+            split: functools.partial(formats.read_gqa, path, image_index=self.image_index)
+            for split, path in formats.gqa_files(manual_dir).items()
+        }
+
+
+class Nlvr2(_TextBuilder, skip_registration=True):
+    """NLVR2 statements: every *.json / *.jsonl (one object per line) is a split (its stem)."""
+
+    name = 'nlvr2'
+    MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put train.json, dev.json, test1.json in the manual directory.'
+
+    def _features(self):
+        return nlvr2_features()
+
+    def _readers(self, manual_dir):
+        return {
+            split: functools.partial(formats.read_nlvr2, path, image_index=self.image_index)
+            for split, path in formats.nlvr2_files(manual_dir).items()
+        }
+
+
+BUILDERS: dict[str, type[_Builder]] = {
+    cls.name: cls
+    for cls in (RegionTsv, RegionNpz, CocoCaptions, CaptionRecords, Karpathy, VqaV2, Gqa, Nlvr2)
+}
+
+
+def builder_class(name: str) -> type[_Builder]:
+    if name not in BUILDERS:
+        raise ValueError(f'unknown dataset {name!r}; expected one of {", ".join(BUILDERS)}')
+    return BUILDERS[name]
+
+
+def build_command(name: str, data_dir: str | Path, manual_dir: str = 'RAW_DIR') -> str:
+    return (
+        f'python -m semvlp_jax.data.build --dataset {name} --manual_dir {manual_dir} '
+        f'--data_dir {data_dir}'
+    )
+
+
+def is_built(builder: tfds.core.DatasetBuilder) -> bool:
+    """Whether the builder's version directory holds a finished dataset (tfds writes these
+    files last; `is_prepared` says the same but logs a warning when the answer is no)."""
+    directory = Path(builder.data_dir)
+    return all((directory / name).is_file() for name in ('dataset_info.json', 'features.json'))
+
+
+def open_dataset(name: str, data_dir: str | Path) -> tfds.core.DatasetBuilder:
+    """The built dataset `name` in `data_dir`; FileNotFoundError (saying how to build it) when
+    it is not there."""
+    builder = builder_class(name)(data_dir=data_dir)
+    if not is_built(builder):
+        raise FileNotFoundError(
+            f'dataset {name} {DATASET_VERSION} is not built in {data_dir}; build it with: '
+            f'{build_command(name, data_dir)}'
+        )
+    return builder

@@ -1,0 +1,108 @@
+"""Region features by image id, read from a built region dataset (`region_tsv` / `region_npz`).
+
+Features are stored once per image; text records (captions, questions, NLVR2 statements) carry
+only an image id and are joined here, in the input workers. An image keeps its first
+`num_regions` boxes (detectors write them by confidence) and is zero-padded to that many, with
+`region_mask` marking the real ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from semvlp_jax.data import builders
+from semvlp_jax.data.image_index import ImageIndex
+
+# How many unknown ids an error lists before it only counts the rest.
+_LISTED = 5
+
+
+class RegionStore:
+    """`store(image_id) -> {region_features, region_boxes, region_mask, object_labels,
+    attribute_labels}` for one image, padded to `num_regions`."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        name: str,
+        *,
+        num_regions: int,
+        feature_dim: int,
+        num_object_labels: int,
+        num_attribute_labels: int,
+    ):
+        builder = builders.open_dataset(name, data_dir)
+        self.name = name
+        self.source = builder.as_data_source('images')
+        self.index = ImageIndex.read(builder.data_dir)
+        self.num_regions = num_regions
+        self.feature_dim = feature_dim
+        self.label_limits = {'objects': num_object_labels, 'attributes': num_attribute_labels}
+        if len(self.index) != len(self.source):
+            raise ValueError(
+                f'{builder.data_dir}: image_ids.txt lists {len(self.index)} images but the '
+                f'dataset holds {len(self.source)}; rebuild it with --overwrite'
+            )
+        if len(self.source):
+            self._record(0)  # a wrong feature size fails now, not in the middle of training
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def check_ids(self, image_ids: Iterable, where: str) -> None:
+        """Raises ValueError when any of `image_ids` (from `where`, e.g. 'vqa_v2:train') has no
+        features: a question about an image nobody extracted is an error, not a blank image."""
+        missing = sorted({str(i) for i in image_ids if str(i) not in self.index})
+        if missing:
+            listed = '; '.join(self.index.why_missing(i) for i in missing[:_LISTED])
+            more = f' (and {len(missing) - _LISTED} more)' if len(missing) > _LISTED else ''
+            raise ValueError(
+                f'{where}: {len(missing)} image id(s) have no features in {self.name}: '
+                f'{listed}{more}'
+            )
+
+    def __call__(self, image_id) -> dict[str, np.ndarray]:
+        position = self.index.lookup(str(image_id))
+        if position is None:
+            raise KeyError(f'{self.name}: {self.index.why_missing(str(image_id))}')
+        record = self._record(position)
+        count = min(len(record['boxes']), self.num_regions)
+        fields = {
+            'region_features': np.zeros((self.num_regions, self.feature_dim), np.float32),
+            'region_boxes': np.zeros((self.num_regions, 4), np.float32),
+            'region_mask': np.zeros(self.num_regions, np.int32),
+            'object_labels': np.full(self.num_regions, -1, np.int32),
+            'attribute_labels': np.full(self.num_regions, -1, np.int32),
+        }
+        fields['region_features'][:count] = record['features'][:count]
+        fields['region_boxes'][:count] = record['boxes'][:count]
+        fields['region_mask'][:count] = 1
+        fields['object_labels'][:count] = record['objects'][:count]
+        fields['attribute_labels'][:count] = record['attributes'][:count]
+        return fields
+
+    def _record(self, position: int) -> dict:
+        record = self.source[position]
+        image_id = record['image_id'].decode()
+        if image_id != self.index.image_ids[position]:
+            raise ValueError(
+                f'{self.name}: record {position} is image {image_id!r} but image_ids.txt says '
+                f'{self.index.image_ids[position]!r}; rebuild the dataset with --overwrite'
+            )
+        dim = record['features'].shape[-1]
+        if dim != self.feature_dim:
+            raise ValueError(
+                f'{self.name}: image {image_id!r} has {dim}-dimensional features but '
+                f'config.data.feature_dim={self.feature_dim}'
+            )
+        for field, limit in self.label_limits.items():
+            labels = record[field]
+            if labels.size and labels.max() >= limit:
+                key = 'num_object_labels' if field == 'objects' else 'num_attribute_labels'
+                raise ValueError(
+                    f'{self.name}: image {image_id!r} has {field} label {labels.max()} but '
+                    f'config.data.{key}={limit}'
+                )
+        return record
