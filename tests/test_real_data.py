@@ -6,6 +6,7 @@ GQA, NLVR2), builds them with the builders and trains a tokenizer, like a user w
 """
 
 import collections
+import importlib
 import json
 
 import ml_collections
@@ -25,10 +26,10 @@ from raw_files import (
     write_vqa,
 )
 
-from configs import built_data
+from configs import built_data, pretrain_real
 from semvlp_jax import config_checks, train
 from semvlp_jax.data import answers as answers_lib
-from semvlp_jax.data import builders, pipeline
+from semvlp_jax.data import builders, pipeline, train_tokenizer
 from semvlp_jax.data.image_index import ImageIndex
 from semvlp_jax.data.tokenizers import SentencePieceTokenizer
 from semvlp_jax.evaluators import vqa_eval
@@ -408,3 +409,27 @@ def test_pretrain_then_finetune_vqa_on_built_data(raw, tmp_path):
         ValueError, match='differs from .* the tokenizer of the run in config.init_from'
     ):
         train.train_and_evaluate(config, str(tmp_path / 'vqa_other'))
+
+
+def test_train_tokenizer_reads_built_captions(raw, tmp_path, capsys):
+    output = tmp_path / 'captions.model'
+    argv = ['--dataset', 'karpathy', '--data_dir', raw['data_dir'], '--output', str(output)]
+    assert train_tokenizer.main([*argv, '--vocab_size', '40', '--model_type', 'word']) == 0
+    tokenizer = SentencePieceTokenizer(output)
+    for caption in raw['captions'][coco_name('val', 101)]:
+        ids = tokenizer.encode(caption)
+        assert tokenizer.unk_id not in ids and tokenizer.decode(ids) == caption
+
+
+@pytest.mark.parametrize(
+    'name', ['finetune_vqa', 'finetune_gqa', 'finetune_nlvr2', 'finetune_retrieval']
+)
+def test_finetune_configs_read_built_data_with_the_pretraining_model(name):
+    config = importlib.import_module(f'configs.{name}').get_config('data=/data,init=/run')
+    real = pretrain_real.get_config('data_dir=/data')
+    assert config.data.name == 'tfds' and config.data.data_dir == '/data'
+    assert config.data.tokenizer.to_dict() == {'kind': 'sentencepiece', 'path': '/data/spm.model'}
+    for key in ('num_layers', 'num_cross_layers', 'hidden_size', 'num_heads', 'mlp_size'):
+        assert config.model[key] == real.model[key], key
+    config_checks.validate(config, num_devices=8)
+    config_checks.validate(real, num_devices=8)
