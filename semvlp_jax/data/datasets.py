@@ -55,6 +55,8 @@ TO_PAIR: dict[str, Callable[[dict], dict]] = {
     'gqa': _gqa_question,
 }
 
+# Fields naming a record's image(s), where not `image_id`.
+IMAGE_FIELDS = {'nlvr2': ('left_image_id', 'right_image_id')}
 # The field of each dataset that names the answer used to build a vocabulary.
 ANSWER_FIELD = {'vqa_v2': 'multiple_choice_answer', 'gqa': 'answer'}
 
@@ -92,7 +94,7 @@ def scan(data_dir: str, name: str, split: str) -> Scan:
     features must fail now, not hours in)."""
     start = time.time()
     source = records(data_dir, name, split)
-    image_fields = ('left_image_id', 'right_image_id') if name == 'nlvr2' else ('image_id',)
+    image_fields = IMAGE_FIELDS.get(name, ('image_id',))
     answer_field = ANSWER_FIELD.get(name)
     image_ids, answers = set(), collections.Counter()
     for index in range(len(source)):

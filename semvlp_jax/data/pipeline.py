@@ -94,8 +94,8 @@ class PretrainingExample:
             'mlm_positions': words.positions,
             'mlm_targets': words.targets,
             'mlm_weights': words.weights,
-            'region_features': regions.values.astype(np.float32),
-            'region_boxes': image['region_boxes'].astype(np.float32),
+            'region_features': regions.values.astype(np.float32, copy=False),
+            'region_boxes': image['region_boxes'].astype(np.float32, copy=False),
             'region_mask': region_mask.astype(np.int32),
             'mop_positions': regions.positions,
             'mop_features': regions.targets,
@@ -103,7 +103,7 @@ class PretrainingExample:
             'mop_attribute_labels': _at(image['attribute_labels'], regions),
             'mop_weights': regions.weights,
             'is_question': np.int32(is_question),
-            'answer_scores': scores.astype(np.float32),
+            'answer_scores': scores.astype(np.float32, copy=False),
         }
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import ml_collections
 
 from semvlp_jax.data import datasets, pipeline, synthetic_tasks
+from semvlp_jax.data.regions import RegionStore
 from semvlp_jax.tasks import base
 
 # (dataset, default train split, default validation split) of each task on built data.
@@ -40,14 +41,18 @@ def images(config: ml_collections.ConfigDict, val_size: int | None = None) -> Im
     if not is_built(config):
         sizes = {'train': config.data.num_train, 'val': val_size or config.data.num_val}
         return base.SyntheticImages(pipeline.synthetic_config(config.data), sizes)
-    store = pipeline.region_store(config.data)
+    return BuiltImages(pipeline.region_store(config.data))
 
-    def regions(image_id) -> base.Example:
-        fields = store(image_id)
+
+class BuiltImages:
+    """Image id -> the region fields a downstream example needs, from the region store."""
+
+    def __init__(self, store: RegionStore):
+        self.store = store
+
+    def __call__(self, image_id) -> base.Example:
+        fields = self.store(image_id)
         return {key: fields[key] for key in REGION_FIELDS}
-
-    regions.store = store
-    return regions
 
 
 def splits(config: ml_collections.ConfigDict) -> tuple[str, str, str]:
@@ -57,12 +62,14 @@ def splits(config: ml_collections.ConfigDict) -> tuple[str, str, str]:
     return dataset, config.task.get('train_split') or train, config.task.get('val_split') or val
 
 
-def _built_records(config, images: Images, split: str):
+def _built_records(config, images: BuiltImages, split: str) -> list[dict]:
+    """Every record of a split, once its images are known to have features."""
     dataset = splits(config)[0]
-    found = datasets.scan(config.data.data_dir, dataset, split)
-    images.store.check_ids(found.image_ids, f'{dataset}:{split}')
     source = datasets.records(config.data.data_dir, dataset, split)
-    return [source[i] for i in range(len(source))]
+    records = [source[i] for i in range(len(source))]
+    fields = datasets.IMAGE_FIELDS.get(dataset, ('image_id',))
+    images.store.check_ids({_text(r[f]) for r in records for f in fields}, f'{dataset}:{split}')
+    return records
 
 
 def _text(value: bytes) -> str:
@@ -70,7 +77,9 @@ def _text(value: bytes) -> str:
 
 
 def vqa_files(config, images: Images, split: str) -> tuple[dict, dict]:
-    """The official (questions, annotations) dicts of a split ('train' or 'val')."""
+    """The official (questions, annotations) dicts of a split ('train' or 'val'). From built
+    data, `answer_confidence` is 'yes' throughout: builds do not keep it, and scoring does not
+    read it."""
     if not is_built(config):
         return synthetic_tasks.vqa(images.scenes[split])
     name = splits(config)[1 if split == 'train' else 2]
