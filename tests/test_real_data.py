@@ -433,3 +433,12 @@ def test_finetune_configs_read_built_data_with_the_pretraining_model(name):
         assert config.model[key] == real.model[key], key
     config_checks.validate(config, num_devices=8)
     config_checks.validate(real, num_devices=8)
+
+
+def test_pretraining_qa_needs_a_question_source(raw):
+    config = built_config(raw, karpathy=dict(split='train', val_split='val', weight=1.0))
+    with pytest.raises(config_checks.ConfigError, match='uses qa but config.data.sources'):
+        config_checks.validate(config, num_devices=8)
+    config.data.sources = {}
+    with pytest.raises(config_checks.ConfigError, match='config.data.sources is empty'):
+        config_checks.validate(config, num_devices=8)

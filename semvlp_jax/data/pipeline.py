@@ -14,7 +14,6 @@ import collections
 import dataclasses
 import json
 import pathlib
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 
 import grain
@@ -24,7 +23,12 @@ import numpy as np
 from semvlp_jax.data import datasets, masking, synthetic, synthetic_tasks
 from semvlp_jax.data.answers import answer_scores
 from semvlp_jax.data.regions import RegionStore
-from semvlp_jax.data.tokenizers import Tokenizer, load_or_train_sentencepiece, load_tokenizer
+from semvlp_jax.data.tokenizers import (
+    Tokenizer,
+    load_or_train_sentencepiece,
+    load_tokenizer,
+    write_atomically,
+)
 from semvlp_jax.models.semvlp import DataDims
 
 # Scenes used to train the synthetic tokenizer: enough to see every word of the grammar.
@@ -285,8 +289,7 @@ def tokenizer_of_run(data: ml_collections.ConfigDict, workdir: str | pathlib.Pat
                 f'config.data.tokenizer.path={str(source)!r}: no such file (train one with '
                 '`python -m semvlp_jax.data.train_tokenizer`)'
             )
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, copy)
+        write_atomically(copy, source.read_bytes())  # processes sharing a workdir race here
     return load_tokenizer(data.tokenizer.kind, copy)
 
 
@@ -387,6 +390,8 @@ def built_pretraining(
 
 
 def _answers(workdir, data, counts, *, is_writer: bool) -> list[str]:
+    """The QA answer list, fixed at the first start: the answer head's rows are indexed by it,
+    so a resumed run must not recount it from data that may have been rebuilt."""
     path = workdir / 'answers.json'
     if path.exists():
         return json.loads(path.read_text())
@@ -394,8 +399,7 @@ def _answers(workdir, data, counts, *, is_writer: bool) -> list[str]:
         answer_vocabulary(counts, data.answer_min_count, 'data.answer_min_count') if counts else []
     )
     if is_writer:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(answers))
+        write_atomically(path, json.dumps(answers).encode())
     return answers
 
 

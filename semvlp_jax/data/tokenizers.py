@@ -140,7 +140,7 @@ class SentencePieceTokenizer:
             hard_vocab_limit=False,
             minloglevel=2,
         )
-        _write_atomically(Path(model_path), model.getvalue())
+        write_atomically(Path(model_path), model.getvalue())
         return cls(model_path)
 
     @property
@@ -252,7 +252,7 @@ def load_or_train_sentencepiece(
     return SentencePieceTokenizer.train(sentences(), model_path, vocab_size)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:

@@ -11,7 +11,7 @@ import functools
 
 import jax
 
-from semvlp_jax.data import pipeline
+from semvlp_jax.data import datasets, pipeline
 from semvlp_jax.progress import MetricAverager
 from semvlp_jax.tasks.base import EvalContext, Task, TaskData
 from semvlp_jax.train_step import eval_step
@@ -67,7 +67,17 @@ def build(config, workdir, process_index: int, process_count: int) -> TaskData:
 
 def check(config) -> None:
     if config.data.name != 'synthetic':
-        return  # the size of built validation splits is checked when they are opened
+        # The size of built validation splits is checked when they are opened.
+        sources = config.data.get('sources') or {}
+        if not sources:
+            raise ValueError('config.data.sources is empty: pre-training needs caption or QA data')
+        uses_qa = any('qa' in weights for weights in config.objectives.values())
+        if uses_qa and not set(sources) & set(datasets.QUESTION_DATASETS):
+            raise ValueError(
+                f'config.objectives uses qa but config.data.sources ({", ".join(sources)}) has '
+                f'no question dataset ({", ".join(datasets.QUESTION_DATASETS)})'
+            )
+        return
     if not 1 <= config.eval_batches * config.batch_size <= config.data.num_val:
         raise ValueError(
             f'config.eval_batches={config.eval_batches} batches of {config.batch_size} need '
