@@ -19,7 +19,7 @@ import json
 import re
 import sys
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -316,6 +316,22 @@ def region_record(
     }
 
 
+def _files_by_split(
+    found: Iterable[Path], split_of: Callable[[Path], str], none_found: str
+) -> dict[str, Path]:
+    """{split name: file}, split names sanitised by `split_name`; two files that become one split
+    are an error rather than one silently replacing the other."""
+    files: dict[str, Path] = {}
+    for file in sorted(found):
+        split = split_name(split_of(file))
+        if split in files:
+            raise InputError(f'{files[split]} and {file} both become split {split!r}')
+        files[split] = file
+    if not files:
+        raise InputError(none_found)
+    return files
+
+
 def region_tsv_files(manual_dir: Path) -> list[Path]:
     files = sorted(manual_dir.glob('*.tsv'))
     if not files:
@@ -539,15 +555,11 @@ def _caption_key(record: dict) -> str:
 
 def coco_caption_files(manual_dir: Path) -> dict[str, Path]:
     """`captions_<split>.json` anywhere under `manual_dir` -> {split: file}."""
-    files: dict[str, Path] = {}
-    for file in sorted(manual_dir.rglob('captions_*.json')):
-        split = split_name(file.stem.removeprefix('captions_'))
-        if split in files:
-            raise InputError(f'two caption files for split {split!r}: {files[split]} and {file}')
-        files[split] = file
-    if not files:
-        raise InputError(f'no captions_<split>.json (COCO captions) under {manual_dir}')
-    return files
+    return _files_by_split(
+        manual_dir.rglob('captions_*.json'),
+        lambda file: file.stem.removeprefix('captions_'),
+        f'no captions_<split>.json (COCO captions) under {manual_dir}',
+    )
 
 
 def read_coco_captions(
@@ -609,15 +621,11 @@ def _coco_annotation(annotation, counts, file_names, image_dir, image_index, ima
 
 def caption_record_files(manual_dir: Path) -> dict[str, Path]:
     """Every `*.json` directly in `manual_dir` -> {sanitised stem: file}."""
-    files: dict[str, Path] = {}
-    for file in sorted(manual_dir.glob('*.json')):
-        split = split_name(file.stem)
-        if split in files:
-            raise InputError(f'{files[split]} and {file} both become split {split!r}')
-        files[split] = file
-    if not files:
-        raise InputError(f'no *.json caption-record files in {manual_dir}')
-    return files
+    return _files_by_split(
+        manual_dir.glob('*.json'),
+        lambda file: file.stem,
+        f'no *.json caption-record files in {manual_dir}',
+    )
 
 
 def read_caption_records(
@@ -880,13 +888,11 @@ def _vqa_answers(record: dict, annotation: Any) -> dict:
 
 def gqa_files(manual_dir: Path) -> dict[str, Path]:
     """`<split>_balanced_questions.json` -> {split: file}."""
-    files = {
-        split_name(file.name.removesuffix('_balanced_questions.json')): file
-        for file in sorted(manual_dir.glob('*_balanced_questions.json'))
-    }
-    if not files:
-        raise InputError(f'no GQA <split>_balanced_questions.json files in {manual_dir}')
-    return files
+    return _files_by_split(
+        manual_dir.glob('*_balanced_questions.json'),
+        lambda file: file.name.removesuffix('_balanced_questions.json'),
+        f'no GQA <split>_balanced_questions.json files in {manual_dir}',
+    )
 
 
 def read_gqa(
@@ -924,15 +930,11 @@ def _gqa_question(qid: str, question: Any, image_index: ImageIndex | None) -> di
 
 def nlvr2_files(manual_dir: Path) -> dict[str, Path]:
     """`*.json` / `*.jsonl` (one JSON object per line) -> {sanitised stem: file}."""
-    files: dict[str, Path] = {}
-    for file in sorted([*manual_dir.glob('*.json'), *manual_dir.glob('*.jsonl')]):
-        split = split_name(file.stem)
-        if split in files:
-            raise InputError(f'{files[split]} and {file} both become split {split!r}')
-        files[split] = file
-    if not files:
-        raise InputError(f'no NLVR2 *.json / *.jsonl files in {manual_dir}')
-    return files
+    return _files_by_split(
+        [*manual_dir.glob('*.json'), *manual_dir.glob('*.jsonl')],
+        lambda file: file.stem,
+        f'no NLVR2 *.json / *.jsonl files in {manual_dir}',
+    )
 
 
 def read_nlvr2(

@@ -62,6 +62,11 @@ def splits(config: ml_collections.ConfigDict) -> tuple[str, str, str]:
     return dataset, config.task.get('train_split') or train, config.task.get('val_split') or val
 
 
+def _built_split(config, split: str) -> str:
+    """The built split that plays the role of 'train' or 'val'."""
+    return splits(config)[1 if split == 'train' else 2]
+
+
 def _built_records(config, images: BuiltImages, split: str) -> list[dict]:
     """Every record of a split, once its images are known to have features."""
     dataset = splits(config)[0]
@@ -82,7 +87,7 @@ def vqa_files(config, images: Images, split: str) -> tuple[dict, dict]:
     read it."""
     if not is_built(config):
         return synthetic_tasks.vqa(images.scenes[split])
-    name = splits(config)[1 if split == 'train' else 2]
+    name = _built_split(config, split)
     questions, annotations = [], []
     for r in _built_records(config, images, name):
         question_id, image_id = int(r['question_id']), int(_text(r['image_id']))
@@ -114,7 +119,7 @@ def gqa_questions(config, images: Images, split: str) -> dict[str, dict]:
     """The balanced-questions dict `{question id: {imageId, question, answer, types}}`."""
     if not is_built(config):
         return synthetic_tasks.gqa(images.scenes[split])
-    name = splits(config)[1 if split == 'train' else 2]
+    name = _built_split(config, split)
     return {
         _text(r['question_id']): {
             'imageId': _text(r['image_id']),
@@ -130,7 +135,7 @@ def nlvr2_records(config, images: Images, split: str) -> list[dict]:
     """`{identifier, sentence, label: 'True'|'False', images: [left id, right id]}` records."""
     if not is_built(config):
         return synthetic_tasks.nlvr2(images.scenes[split], config.data.seed)
-    name = splits(config)[1 if split == 'train' else 2]
+    name = _built_split(config, split)
     out = []
     for r in _built_records(config, images, name):
         if int(r['label']) not in (0, 1):
@@ -151,7 +156,7 @@ def caption_records(config, images: Images, split: str, size: int | None = None)
     the first `size` images (all when None)."""
     if not is_built(config):
         return synthetic_tasks.captions(images.scenes[split], size)
-    name = splits(config)[1 if split == 'train' else 2]
+    name = _built_split(config, split)
     by_image: dict[str, list] = collections.defaultdict(list)
     for r in _built_records(config, images, name):
         by_image[_text(r['image_id'])].append((int(r['caption_index']), _text(r['caption'])))
