@@ -21,11 +21,11 @@ import jax
 
 from configs import finetune_retrieval
 from semvlp_jax import tasks, train
-from semvlp_jax.data import pipeline, synthetic_tasks
+from semvlp_jax.data.dims import data_dims
 from semvlp_jax.evaluators import retrieval as retrieval_eval
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
-from semvlp_jax.tasks import base, retrieval
+from semvlp_jax.tasks import retrieval
 
 
 def main():
@@ -42,11 +42,10 @@ def main():
     config.task.update(eval_images=args.images, shortlist_k=args.shortlist_k)
     mesh = mesh_lib.make_mesh(config.mesh)
     workdir = pathlib.Path(tempfile.mkdtemp())
-    tokenizer = base.tokenizer(config, workdir)
-    images = base.SyntheticImages(pipeline.synthetic_config(config.data), {'val': args.images})
-    captions = synthetic_tasks.captions(images.scenes['val'])
-    val = retrieval.RetrievalSet(captions, tokenizer, images, config.data.max_text_len)
-    model, state = train.create_model_and_state(config, base.data_dims(config, tokenizer), mesh)
+    task = retrieval.Retrieval(config, workdir, 0, 1)
+    val = task.validation_examples(task.elements(task.records('val'), 'val'))
+    dims = data_dims(config.data, task.tokenizer.vocab_size)
+    model, state = train.create_model_and_state(config, dims, mesh)
     batch_sharding = sharding.batch_sharding(mesh)
 
     def to_global(rows):
@@ -54,7 +53,7 @@ def main():
             lambda x: jax.make_array_from_process_local_data(batch_sharding, x), rows
         )
 
-    context = tasks.EvalContext(config, model.graphdef, mesh, to_global, workdir, True)
+    context = tasks.EvalContext(config, model.graphdef, mesh, to_global, True)
     retrieval.score_matrices(context, state.params, 'two', val, args.shortlist_k)  # compile
     start = time.perf_counter()
     i2t, t2i = retrieval.score_matrices(context, state.params, 'two', val, args.shortlist_k)

@@ -23,7 +23,7 @@ import numpy as np
 
 from configs import demo
 from semvlp_jax import train
-from semvlp_jax.models.semvlp import DataDims
+from semvlp_jax.data.dims import DataDims
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
 
@@ -118,7 +118,7 @@ def compiled_step(config, dims: DataDims, batch: dict, mode: str):
     step = train.jit_train_step(config, model, mesh)
     batch = jax.device_put(batch, sharding.batch_sharding(mesh))
     start = time.perf_counter()
-    compiled = step.lower(state, batch, mode=mode).compile()
+    compiled = step.lower(state, batch, step_mode=mode).compile()
     return compiled, state, batch, time.perf_counter() - start
 
 

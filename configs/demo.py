@@ -28,13 +28,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # Checkpoints (WORKDIR/checkpoints): saved every `checkpoint_every` steps, at every eval (with
     # its metrics), at the end and on SIGTERM / preemption notice; the last `keep_checkpoints`
-    # are kept, plus the best by `best_metric` ('' for none). Rerunning with the same workdir
-    # resumes exactly; `init_from` (a checkpoint directory) starts a fine-tune from its
-    # parameters instead of a fresh initialisation.
+    # are kept, plus the best by `best_metric` ('' for none; `best_metric_goal` says whether
+    # higher or lower is better). Rerunning with the same workdir resumes exactly; `init_from`
+    # (a checkpoint directory) starts a fine-tune from its parameters instead of a fresh
+    # initialisation.
     c.checkpoint_every = 500
     c.keep_checkpoints = 2
     c.best_metric = 'val/two/itm_accuracy'
-    c.best_mode = 'max'  # max | min
+    c.best_metric_goal = 'max'  # max | min
     c.init_from = ''
     # A step whose loss or gradient is not finite applies no update and is counted
     # (train/skipped_steps); with policy='stop' the run stops after `max_in_a_row` such steps.

@@ -12,7 +12,7 @@ With `data=DIR` the task reads datasets built from the official files in DIR (se
 
 import ml_collections
 
-from configs import demo, pretrain_real
+from configs import args, demo, pretrain_real
 
 DEFAULT_INIT = '/tmp/semvlp_demo'  # the workdir of the demo command in README and demo.py
 MODES = ('single', 'two')
@@ -20,33 +20,23 @@ MODES = ('single', 'two')
 
 def parse_arg(arg: str | None) -> dict[str, str]:
     """'init=/tmp/run,mode=single' -> {'init': '/tmp/run', 'mode': 'single'} (defaults filled)."""
-    values = {'init': DEFAULT_INIT, 'mode': 'two', 'data': '', 'tokenizer': '', 'kind': ''}
-    for item in filter(None, (arg or '').split(',')):
-        key, sep, value = item.partition('=')
-        if not sep or key not in values:
-            raise ValueError(
-                f'config argument {item!r}: expected init=PATH, mode=single|two, data=DIR, '
-                'tokenizer=PATH, kind=sentencepiece|wordpiece, separated by commas'
-            )
-        values[key] = value
-    if values['mode'] not in MODES:
-        raise ValueError(f'config argument mode={values["mode"]!r}; expected one of {MODES}')
-    return values
+    defaults = {'init': DEFAULT_INIT, 'mode': 'two', 'data': '', 'tokenizer': '', 'kind': ''}
+    return args.parse(arg, defaults, choices={'mode': MODES})
 
 
 def base(arg: str | None, task: dict, objectives: dict[str, float]) -> ml_collections.ConfigDict:
     """The demo config turned into a fine-tune of `task` with `objectives` in one mode."""
-    args = parse_arg(arg)
-    if args['data']:
-        built = (f'{key}={args[key]}' for key in ('tokenizer', 'kind') if args[key])
-        c = pretrain_real.get_config(','.join((f'data_dir={args["data"]}', *built)))
+    values = parse_arg(arg)
+    if values['data']:
+        built = (f'{key}={values[key]}' for key in ('tokenizer', 'kind') if values[key])
+        c = pretrain_real.get_config(','.join((f'data_dir={values["data"]}', *built)))
         c.data.sources = {}
     else:
         c = demo.get_config()
     c.task = task
-    c.init_from = args['init']
-    c.schedule = args['mode']
-    c.objectives = {args['mode']: objectives}
+    c.init_from = values['init']
+    c.schedule = values['mode']
+    c.objectives = {values['mode']: objectives}
     c.itm_negative_prob = 0.0
     c.total_steps = 600
     c.eval_every = 300
@@ -54,7 +44,7 @@ def base(arg: str | None, task: dict, objectives: dict[str, float]) -> ml_collec
     c.checkpoint_every = 600
     c.keep_checkpoints = 1
     c.best_metric = ''
-    if args['data']:
+    if values['data']:
         # A few epochs of the official training split at batch 256 (VQA v2: ~1700 steps each).
         c.total_steps = 10_000
         c.eval_every = 2000

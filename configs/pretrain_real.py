@@ -21,28 +21,24 @@ pairs (coco_captions, caption_records, karpathy, vqa_v2, gqa) can be one.
 
 import ml_collections
 
-from configs import built_data, demo
+from configs import args, built_data, demo
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
-    values = dict(item.partition('=')[::2] for item in filter(None, (arg or '').split(',')))
-    unknown = set(values) - {'data_dir', 'tokenizer', 'kind'}
-    if unknown or not values.get('data_dir'):
-        raise ValueError(
-            f'config argument {arg!r}: expected data_dir=DIR[,tokenizer=PATH][,kind=KIND]'
-        )
-    values.setdefault('tokenizer', f'{values["data_dir"]}/spm.model')
-    values.setdefault('kind', 'sentencepiece')
+    values = args.parse(
+        arg, {'data_dir': '', 'tokenizer': '', 'kind': 'sentencepiece'}, required=('data_dir',)
+    )
+    values['tokenizer'] = values['tokenizer'] or f'{values["data_dir"]}/spm.model'
     return values
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg)
+    values = parse_arg(arg)
     c = demo.get_config()
     c.data = built_data.data(
-        args['data_dir'],
-        args['tokenizer'],
-        args['kind'],
+        values['data_dir'],
+        values['tokenizer'],
+        values['kind'],
         sources=dict(
             karpathy=dict(split='train', val_split='val', weight=0.6),
             vqa_v2=dict(split='train', val_split='val', weight=0.25),

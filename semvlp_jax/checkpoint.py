@@ -36,8 +36,9 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from semvlp_jax.train_step import TrainState
+from semvlp_jax.workdir import STATE_ITEM, RunDir
 
-STATE, DATA, META = 'state', 'data', 'meta'
+STATE, DATA, META = STATE_ITEM, 'data', 'meta'
 
 
 class CheckpointMismatchError(ValueError):
@@ -90,16 +91,16 @@ def fingerprints_match(written, restored) -> bool:
     return bool(np.all(np.abs(written - restored) <= 1e-5 * scale))
 
 
-def path_str(path) -> str:
-    """'params/encoder/layers/0/...' from a pytree path (dict keys, fields, indices)."""
-    return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
+def flat_leaves(tree) -> dict[str, Any]:
+    """{'params/encoder/layers/0/...': leaf}: each leaf under its path's `keystr`."""
+    return {
+        jax.tree_util.keystr(path, simple=True, separator='/'): leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
 
 
 def flat_shapes(tree) -> dict[str, tuple[int, ...]]:
-    return {
-        path_str(path): tuple(leaf.shape)
-        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
-    }
+    return {key: tuple(leaf.shape) for key, leaf in flat_leaves(tree).items()}
 
 
 def shape_differences(
@@ -136,19 +137,19 @@ class Checkpoints:
         *,
         keep: int,
         best_metric: str = '',
-        best_mode: str = 'max',
+        best_metric_goal: str = 'max',
         async_save: bool = True,
     ):
-        self.workdir = pathlib.Path(workdir)
-        self.directory = self.workdir / 'checkpoints'
+        self.run_dir = RunDir(workdir)
+        self.directory = self.run_dir.checkpoints
         self.best_metric = best_metric
         policies = [ocp.checkpoint_managers.LatestN(n=keep)]
         if best_metric:
-            worst = -np.inf if best_mode == 'max' else np.inf
+            worst = -np.inf if best_metric_goal == 'max' else np.inf
             policies.append(
                 ocp.checkpoint_managers.BestN(
                     get_metric_fn=lambda metrics: metrics.get(best_metric, worst),
-                    reverse=best_mode == 'min',  # BestN keeps the last n in sorted order
+                    reverse=best_metric_goal == 'min',  # BestN keeps the last n in sorted order
                     n=1,
                     keep_checkpoints_without_metrics=False,
                 )
@@ -190,9 +191,7 @@ class Checkpoints:
         prints = np.asarray(jax.device_get(fingerprint(saved)))
         if not np.isfinite(prints).all():
             bad = [
-                path_str(path)
-                for (path, _), row in zip(jax.tree_util.tree_flatten_with_path(saved)[0], prints)
-                if not np.isfinite(row).all()
+                key for key, row in zip(flat_leaves(saved), prints) if not np.isfinite(row).all()
             ]
             logging.error(
                 'not writing a checkpoint at step %d: non-finite values in %s', step, bad[:10]
@@ -256,7 +255,7 @@ class Checkpoints:
         if steps:
             raise NoReadableCheckpointError(
                 f'none of the checkpoints {steps} in {self.directory} could be restored (moved to '
-                f'{self.workdir / "corrupt_checkpoints"}); remove {self.directory} to start afresh'
+                f'{self.run_dir.corrupt_checkpoints}); remove {self.directory} to start afresh'
             )
         return None
 
@@ -288,7 +287,7 @@ class Checkpoints:
 
     def _set_aside(self, step: int, error: Exception) -> None:
         source = self.directory / str(step)
-        target = self.workdir / 'corrupt_checkpoints' / str(step)
+        target = self.run_dir.corrupt_checkpoints / str(step)
         logging.warning(
             'checkpoint at step %d cannot be restored (%s: %s); moving it to %s and falling back '
             'to the previous one',

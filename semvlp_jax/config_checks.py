@@ -13,17 +13,16 @@ import ml_collections
 from semvlp_jax import objectives as objectives_lib
 from semvlp_jax import schedule as schedule_lib
 from semvlp_jax import tasks as tasks_lib
-from semvlp_jax.data import datasets
+from semvlp_jax.data import datasets, synthetic
 from semvlp_jax.data.tokenizers import TOKENIZER_KINDS
+from semvlp_jax.errors import ConfigError
 from semvlp_jax.models.embeddings import VISUAL_EMBEDDINGS
 from semvlp_jax.models.encoder import MODES, REMAT_POLICIES
 from semvlp_jax.optimizer import modes_of
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
 
-
-class ConfigError(ValueError):
-    """An impossible or unknown config value."""
+__all__ = ['ConfigError', 'validate']
 
 
 def _check(condition: bool, message: str) -> None:
@@ -50,7 +49,11 @@ def _check_one_of(config: ml_collections.ConfigDict, key: str, choices) -> None:
 def validate(
     config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1
 ) -> schedule_lib.Schedule:
-    """Raises ConfigError naming the key; returns the parsed mode schedule."""
+    """Raises ConfigError naming the key; returns the parsed mode schedule.
+
+    The one place a config is checked: model constructors, the optimizer and the data builders
+    trust what passes. (What only the data can tell, such as an answer count no answer reaches,
+    is a ConfigError raised while the input is set up, before the first step.)"""
     for key in (
         'seed',
         'task',
@@ -65,7 +68,7 @@ def validate(
         'checkpoint_every',
         'keep_checkpoints',
         'best_metric',
-        'best_mode',
+        'best_metric_goal',
         'init_from',
         'nonfinite',
         'model',
@@ -84,7 +87,7 @@ def validate(
         'nonfinite.max_in_a_row',
     ):
         _check_at_least(config, key)
-    _check_one_of(config, 'best_mode', ('max', 'min'))
+    _check_one_of(config, 'best_metric_goal', ('max', 'min'))
     _check_one_of(config, 'nonfinite.policy', ('skip', 'stop'))
     _check(
         config.batch_size >= 2,
@@ -102,14 +105,14 @@ def validate(
     )
     batch_shards = math.prod(shape[axis] for axis in mesh_lib.BATCH_AXES)
     _check(
-        config.microbatches >= 1 and config.batch_size % (config.microbatches * batch_shards) == 0,
-        f'config.microbatches={config.microbatches}: config.batch_size={config.batch_size} must '
-        f'divide into microbatches that split over the {batch_shards} batch shards of the mesh',
-    )
-    _check(
         config.batch_size % batch_shards == 0,
         f'config.batch_size={config.batch_size} is not divisible by the {batch_shards} batch '
         f'shards of the mesh (data x fsdp of {shape}, {num_devices} devices)',
+    )
+    _check(
+        config.microbatches >= 1 and config.batch_size % (config.microbatches * batch_shards) == 0,
+        f'config.microbatches={config.microbatches}: config.batch_size={config.batch_size} must '
+        f'divide into microbatches that split over the {batch_shards} batch shards of the mesh',
     )
 
     model = config.model
@@ -188,6 +191,8 @@ def validate(
     _check_one_of(config, 'data.name', DATA_NAMES)
     if config.data.name == 'tfds':
         _check_built_data(config.data)
+    else:
+        _check_synthetic_data(config.data)
     return schedule
 
 
@@ -225,6 +230,14 @@ def _check_built_data(data: ml_collections.ConfigDict) -> None:
         )
 
 
+def _check_synthetic_data(data: ml_collections.ConfigDict) -> None:
+    """The scene keys of `config.data`, by the synthetic dataset's own rules."""
+    for key in ('num_train', 'num_val', 'vocab_size', 'max_text_len', 'reader_threads'):
+        _check(data[key] >= 1, f'config.data.{key}={data[key]} must be >= 1')
+    for field, requirement in synthetic.SyntheticConfig.unchecked(data).problems():
+        _check(False, f'config.data.{field}={data[field]!r} {requirement}')
+
+
 def _check_task(config: ml_collections.ConfigDict) -> None:
     """The task exists, its data can feed the configured objectives, and its own keys hold."""
     _check_one_of(config, 'task.name', tasks_lib.TASKS)
@@ -241,7 +254,4 @@ def _check_task(config: ml_collections.ConfigDict) -> None:
         f'config.itm_negative_prob={config.itm_negative_prob} must be 0 for task {task.name!r}: '
         'an example whose image is swapped no longer has its answer or label',
     )
-    try:
-        task.check(config)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    task.check(config)

@@ -12,20 +12,28 @@ gradients (the unused ones are zero) and the learning rate follows the global st
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax import nnx
 
 from semvlp_jax import objectives as objectives_lib
-from semvlp_jax.models.encoder import MODES
-from semvlp_jax.models.semvlp import TWO_STREAM_ONLY
+from semvlp_jax.models.encoder import MODES, TWO_STREAM_ONLY
 
 UNUSED = 'unused'
 NO_DECAY_LEAVES = ('bias', 'scale')  # biases and LayerNorm parameters
+# Names of the steps of the optimizer's chain: its state is a dict with these keys.
+CLIP, GROUPS, LEARNING_RATE = 'clip', 'groups', 'learning_rate'
+
+# Decay after warmup, from the peak learning rate to 0 over the given number of steps.
+DECAY_SCHEDULES: dict[str, Callable[[float, int], optax.Schedule]] = {
+    'linear': lambda peak, steps: optax.linear_schedule(peak, 0.0, steps),
+    'cosine': optax.cosine_decay_schedule,
+}
 
 
 def modes_of(step_mode: str) -> tuple[str, ...]:
@@ -33,52 +41,68 @@ def modes_of(step_mode: str) -> tuple[str, ...]:
     return MODES if step_mode == 'both' else (step_mode,)
 
 
-def _path_names(path) -> tuple[str, ...]:
-    return tuple(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
+def _readers(model: nnx.Module, objectives: Mapping[str, Mapping[str, float]]) -> dict:
+    """{module path: modes that read it} for the modules whose readers are declared.
 
-
-def parameter_groups(params: Any, objectives: Mapping[str, Mapping[str, float]]) -> Any:
-    """A tree like `params` whose leaves name the modes that read that parameter.
-
-    `objectives` maps mode -> {objective name: weight}. A head is read in a mode iff an objective
-    of that mode uses it; cross-attention only in `two`; everything else in every mode.
+    A head (a top-level module of a class some registered objective declares) is read by the
+    modes whose objectives declare its class; a module of a `TWO_STREAM_ONLY` class by `two`.
     """
-    heads_by_mode = {
-        mode: {head for name in objectives.get(mode, {}) for head in objectives_lib.get(name).heads}
-        for mode in MODES
-    }
-    all_heads = {head for o in objectives_lib.OBJECTIVES.values() for head in o.heads}
+    declared = {cls for o in objectives_lib.OBJECTIVES.values() for cls in o.heads}
+    children = list(nnx.iter_children(model))
+    for cls in declared:
+        holders = [name for name, child in children if isinstance(child, cls)]
+        if len(holders) > 1:
+            raise ValueError(
+                f'objectives declare the head class {cls.__name__} but the model holds one at '
+                f'each of {holders}: give each head its own class'
+            )
+    readers = {}
+    for name, child in children:
+        classes = {cls for cls in declared if isinstance(child, cls)}
+        if classes:
+            readers[(name,)] = {
+                mode
+                for mode in MODES
+                for objective in objectives.get(mode, {})
+                if classes & set(objectives_lib.get(objective).heads)
+            }
+    for path, module in nnx.iter_modules(model):
+        if isinstance(module, TWO_STREAM_ONLY):
+            readers[path] = {'two'}
+    return readers
 
-    def label(path, _):
-        names = _path_names(path)
-        if names[0] in all_heads:
-            modes = [m for m in MODES if names[0] in heads_by_mode[m]]
-        elif TWO_STREAM_ONLY in names:
-            modes = ['two']
-        else:
-            modes = list(MODES)
-        return '+'.join(modes) or UNUSED
 
-    return jax.tree_util.tree_map_with_path(label, params)
+def parameter_groups(model: nnx.Module, objectives: Mapping[str, Mapping[str, float]]) -> Any:
+    """A tree like the model's parameters (`nnx.to_pure_dict(nnx.state(model, nnx.Param))`)
+    whose leaves name the modes that read that parameter: 'single+two', 'two', ... or 'unused'.
+
+    `model` may be abstract (`nnx.eval_shape`); `objectives` maps mode -> {objective name:
+    weight}. A parameter is read in a mode iff every module around it whose readers are declared
+    (see `_readers`) is read in that mode; everything else is read in every mode.
+    """
+    readers = _readers(model, objectives)
+
+    def label(path, _) -> str:
+        modes = set(MODES)
+        for end in range(len(path)):
+            modes &= readers.get(tuple(path[:end]), modes)
+        return '+'.join(m for m in MODES if m in modes) or UNUSED
+
+    return nnx.to_pure_dict(nnx.map_state(label, nnx.state(model, nnx.Param)))
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
     """Linear warmup from 0 to `learning_rate`, then linear or cosine decay to 0 at total_steps."""
     warmup = min(config.warmup_steps, total_steps)
-    decay_steps = max(total_steps - warmup, 1)
-    if config.decay == 'cosine':
-        decay = optax.cosine_decay_schedule(config.learning_rate, decay_steps)
-    elif config.decay == 'linear':
-        decay = optax.linear_schedule(config.learning_rate, 0.0, decay_steps)
-    else:
-        raise ValueError(f"config.optimizer.decay={config.decay!r}; expected 'linear' or 'cosine'")
+    decay = DECAY_SCHEDULES[config.decay](config.learning_rate, max(total_steps - warmup, 1))
     warmup_schedule = optax.linear_schedule(0.0, config.learning_rate, warmup)
     return optax.join_schedules([warmup_schedule, decay], [warmup])
 
 
 def _decay_mask(params):
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: _path_names(path)[-1] not in NO_DECAY_LEAVES, params
+        lambda path, _: jax.tree_util.keystr(path[-1:], simple=True) not in NO_DECAY_LEAVES,
+        params,
     )
 
 
@@ -86,14 +110,15 @@ def _decay_mask(params):
 class ModeAwareOptimizer:
     """AdamW over parameter groups; `apply` leaves the groups a mode does not read untouched."""
 
-    tx: optax.GradientTransformation
+    tx: optax.GradientTransformation  # a named chain: CLIP, GROUPS, LEARNING_RATE
     groups: Any  # tree of group labels, like params
     learning_rate: optax.Schedule  # of the global step
 
     @classmethod
-    def create(cls, config: ml_collections.ConfigDict, params: Any) -> ModeAwareOptimizer:
+    def create(cls, config: ml_collections.ConfigDict, model: nnx.Module) -> ModeAwareOptimizer:
+        """The optimizer of `model` (which may be abstract: only its structure is read)."""
         opt = config.optimizer
-        groups = parameter_groups(params, config.objectives)
+        groups = parameter_groups(model, config.objectives)
 
         def adamw(label):
             if label == UNUSED:
@@ -104,23 +129,31 @@ class ModeAwareOptimizer:
             )
 
         schedule = learning_rate_schedule(opt, config.total_steps)
-        tx = optax.chain(
-            optax.clip_by_global_norm(opt.grad_clip_norm),
-            optax.multi_transform(
-                {label: adamw(label) for label in set(jax.tree.leaves(groups))}, groups
+        tx = optax.named_chain(
+            (CLIP, optax.clip_by_global_norm(opt.grad_clip_norm)),
+            (
+                GROUPS,
+                optax.multi_transform(
+                    {label: adamw(label) for label in set(jax.tree.leaves(groups))}, groups
+                ),
             ),
-            optax.scale_by_learning_rate(schedule),
+            (LEARNING_RATE, optax.scale_by_learning_rate(schedule)),
         )
         return cls(tx, groups, schedule)
 
     def init(self, params):
         return self.tx.init(params)
 
-    def apply(self, grads, opt_state, params, *, mode: str):
-        """One update in train-step mode `mode` ('single', 'two' or 'both')."""
+    @staticmethod
+    def group_states(opt_state) -> Mapping[str, Any]:
+        """{group label: that group's optimizer state (Adam moments and count)}."""
+        return opt_state[GROUPS].inner_states
+
+    def apply(self, grads, opt_state, params, *, step_mode: str):
+        """One update in train-step mode `step_mode` ('single', 'two' or 'both')."""
         updates, new_state = self.tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
-        active = set(modes_of(mode))
+        active = set(modes_of(step_mode))
         frozen = {
             label
             for label in set(jax.tree.leaves(self.groups))
@@ -129,9 +162,11 @@ class ModeAwareOptimizer:
         new_params = jax.tree.map(
             lambda label, old, new: old if label in frozen else new, self.groups, params, new_params
         )
-        clip_state, groups_state, lr_state = new_state
+        old_groups = self.group_states(opt_state)
         inner = {
-            label: opt_state[1].inner_states[label] if label in frozen else s
-            for label, s in groups_state.inner_states.items()
+            label: old_groups[label] if label in frozen else s
+            for label, s in self.group_states(new_state).items()
         }
-        return new_params, (clip_state, groups_state._replace(inner_states=inner), lr_state)
+        new_state = new_state.copy()  # the chain's OrderedDict, in its order
+        new_state[GROUPS] = new_state[GROUPS]._replace(inner_states=inner)
+        return new_params, new_state

@@ -2,7 +2,9 @@
 
 A downstream model shares the pre-trained encoder but has heads of its own (another answer set,
 a new task), and may drop pre-training heads or blocks; so parameters are matched by path and
-shape, not by config.
+shape, not by config. The encoder may be stored in either layout (`config.model.scan_layers`):
+unrolled, `encoder/layers/<i>/...`, or scanned, `encoder/stacks/<j>/...` with a leading layers
+axis; a checkpoint in the other layout than the model's is converted before matching.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from semvlp_jax.checkpoint import STATE, flat_shapes, path_str
+from semvlp_jax.checkpoint import STATE, flat_leaves, flat_shapes
+from semvlp_jax.models.encoder import stack_layers, unstack_layers
+from semvlp_jax.workdir import step_directory
+
+UNROLLED, SCANNED = 'layers', 'stacks'  # the encoder's key for its layers in each layout
 
 
 @dataclasses.dataclass
 class LoadReport:
-    """What `load_pretrained` did, leaf paths under params."""
+    """What `load_pretrained` did, leaf paths under params (in the model's encoder layout)."""
 
     loaded: list[str]
     new: list[str]  # in the model, absent from (or reshaped in) the checkpoint: freshly initialised
@@ -45,12 +53,15 @@ def load_pretrained(
     `path` is a run directory (its latest checkpoint is used), its `checkpoints/` directory, or
     one step directory. Leaves under a path prefix in `skip` (e.g. 'answer_head': a new answer
     set of the same size would otherwise inherit rows meant for other answers) keep their
-    initial values. Loaded leaves take the sharding of the leaf they replace.
+    initial values. An encoder written in the other layout (unrolled or scanned) is converted
+    to the model's first. Loaded leaves take the sharding of the leaf they replace.
     """
-    step_dir = _step_directory(pathlib.Path(path))
-    handler = ocp.PyTreeCheckpointHandler()
-    written = flat_shapes(handler.metadata(step_dir / STATE)['params'])
-    expected = flat_shapes(params)
+    step_dir = step_directory(path)
+    metadata = ocp.PyTreeCheckpointHandler().metadata(step_dir / STATE)['params']
+    written, expected = flat_shapes(metadata), flat_shapes(params)
+    conversion = _Conversion.between(metadata, written, expected)
+    if conversion is not None:
+        written = conversion.written_as_model(written)
 
     def wanted(key: str) -> bool:
         return written.get(key) == expected[key] and not any(
@@ -63,16 +74,19 @@ def load_pretrained(
         new=sorted(expected.keys() - set(loaded)),
         dropped=sorted(written.keys() - expected.keys()),
     )
-    wanted = set(loaded)
+    converted = {k for k in loaded if conversion is not None and conversion.converts(k)}
+    direct = set(loaded) - converted
     target = jax.tree_util.tree_map_with_path(
         lambda p, x: (
             jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-            if path_str(p) in wanted
+            if jax.tree_util.keystr(p, simple=True, separator='/') in direct
             else None
         ),
         params,
     )
     target = _prune_none(target)
+    if converted:
+        target.setdefault('encoder', {})[conversion.source] = conversion.restore_target(params)
     restored = ocp.PyTreeCheckpointer().restore(
         step_dir / STATE,
         args=ocp.args.PyTreeRestore(
@@ -81,19 +95,124 @@ def load_pretrained(
             partial_restore=True,
         ),
     )['params']
-    values = {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(restored)[0]}
-    merged = jax.tree_util.tree_map_with_path(lambda p, x: values.get(path_str(p), x), params)
+    values = {k: v for k, v in flat_leaves(restored).items() if k in direct}
+    if converted:
+        encoder = conversion.convert(restored['encoder'][conversion.source])
+        values.update(
+            (k, v) for k, v in flat_leaves({'encoder': encoder}).items() if k in converted
+        )
+    merged = jax.tree_util.tree_map_with_path(
+        lambda p, x: _like(values.get(jax.tree_util.keystr(p, simple=True, separator='/')), x),
+        params,
+    )
     return merged, report
 
 
-def _step_directory(path: pathlib.Path) -> pathlib.Path:
-    if (path / STATE).is_dir():
-        return path
-    root = path / 'checkpoints' if (path / 'checkpoints').is_dir() else path
-    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
-    if not steps:
-        raise FileNotFoundError(f'config.init_from={str(path)!r}: no checkpoint found there')
-    return root / str(steps[-1])
+def _like(value, leaf):
+    """`value` in `leaf`'s sharding (a converted leaf was stacked or sliced); `leaf` if None."""
+    if value is None:
+        return leaf
+    return value if value.sharding == leaf.sharding else jax.device_put(value, leaf.sharding)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Conversion:
+    """The checkpoint's encoder layers in layout `source`, the model's in the other one."""
+
+    source: str  # UNROLLED or SCANNED
+    metadata: Mapping[str, Any]  # the checkpoint's `encoder/<source>` subtree (array metadata)
+    num_layers: int
+    num_cross_layers: int
+
+    @classmethod
+    def between(cls, metadata, written, expected) -> _Conversion | None:
+        """The conversion of the checkpoint's layout into the model's; None if they agree,
+        either has no encoder layers, or the checkpoint's layers do not form a stack plan."""
+        source, model = _layout(written), _layout(expected)
+        if source is None or model is None or source == model:
+            return None
+        layers, crossed = set(), set()
+        for key in written:
+            parts = key.split('/')
+            if parts[:2] == ['encoder', source]:
+                layers.add(int(parts[2]))
+                if parts[3] == 'cross_attention':
+                    crossed.add(int(parts[2]))
+        num_layers, num_cross_layers = len(layers), len(crossed)
+        if source == UNROLLED and (
+            layers != set(range(num_layers))
+            or crossed != set(range(num_layers - num_cross_layers, num_layers))
+        ):
+            return None  # not the bottom L-K plain and top K crossing layers that stacks hold
+        return cls(source, metadata['encoder'][source], num_layers, num_cross_layers)
+
+    def converts(self, key: str) -> bool:
+        """Whether model leaf `key` comes out of the conversion."""
+        return key.startswith(f'encoder/{_other(self.source)}/')
+
+    def convert(self, layers: Mapping[Any, Any]) -> dict:
+        """The checkpoint's `encoder/<source>` subtree -> {model layout: subtree}."""
+        encoder = {self.source: {int(k): v for k, v in layers.items()}}
+        if self.source == UNROLLED:
+            return stack_layers(encoder, self.num_layers, self.num_cross_layers)
+        return unstack_layers(encoder)
+
+    def written_as_model(self, written: Mapping[str, tuple]) -> dict[str, tuple]:
+        """The checkpoint's leaf shapes with its encoder layers in the model's layout."""
+        abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), self.metadata)
+        converted = flat_shapes({'encoder': jax.eval_shape(self.convert, abstract)})
+        kept = {k: v for k, v in written.items() if not k.startswith(f'encoder/{self.source}/')}
+        return {**kept, **converted}
+
+    def restore_target(self, params) -> dict:
+        """ShapeDtypeStructs for the checkpoint's `encoder/<source>` subtree.
+
+        A leaf takes the sharding and dtype of its model counterpart (the same leaf of a model
+        layer) with the layers axis dropped or added; a leaf without a counterpart of its shape
+        (it will not load) is restored replicated.
+        """
+        model = _other(self.source)
+        counterparts = {}  # leaf path within a layer -> (layer shape, dtype, source sharding)
+        for key, leaf in flat_leaves(params).items():
+            parts = key.split('/')
+            if parts[:2] != ['encoder', model]:
+                continue
+            layer_shape = leaf.shape[1:] if model == SCANNED else leaf.shape
+            sharding = leaf.sharding
+            if isinstance(sharding, NamedSharding):
+                spec = tuple(sharding.spec) + (None,) * (leaf.ndim - len(sharding.spec))
+                spec = spec[1:] if model == SCANNED else (None, *spec)
+                sharding = NamedSharding(sharding.mesh, P(*spec))
+            counterparts.setdefault('/'.join(parts[3:]), (tuple(layer_shape), leaf.dtype, sharding))
+        replicated = _replicated(jax.tree.leaves(params)[0].sharding)
+
+        def target(path, meta):
+            within = jax.tree_util.keystr(path[1:], simple=True, separator='/')
+            layer_shape = tuple(meta.shape[1:] if self.source == SCANNED else meta.shape)
+            shape, dtype, sharding = counterparts.get(within, (None, None, None))
+            if shape != layer_shape:
+                dtype, sharding = meta.dtype, replicated
+            return jax.ShapeDtypeStruct(tuple(meta.shape), dtype, sharding=sharding)
+
+        tree = jax.tree_util.tree_map_with_path(target, dict(self.metadata))
+        return {int(k): v for k, v in tree.items()}
+
+
+def _layout(keys) -> str | None:
+    for layout in (UNROLLED, SCANNED):
+        if any(k.startswith(f'encoder/{layout}/') for k in keys):
+            return layout
+    return None
+
+
+def _other(layout: str) -> str:
+    return SCANNED if layout == UNROLLED else UNROLLED
+
+
+def _replicated(sharding):
+    if isinstance(sharding, NamedSharding):
+        return NamedSharding(sharding.mesh, P())
+    return sharding
 
 
 def _prune_none(tree):

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 
 import tensorboardX
 
+from semvlp_jax.workdir import RunDir
+
 
 class Progress:
     """Steps/s and ETA over the steps since the last report (compile time is not averaged in)."""
@@ -62,13 +64,13 @@ class RunLog:
     """
 
     def __init__(self, workdir: str | pathlib.Path, *, enabled: bool = True, resume_step: int = 0):
-        self.workdir = pathlib.Path(workdir)
+        self.run = RunDir(workdir)
         self.enabled = enabled
         if enabled:
-            self._writer = tensorboardX.SummaryWriter(str(self.workdir / 'tensorboard'))
+            self._writer = tensorboardX.SummaryWriter(str(self.run.tensorboard))
             self._files = {}
-            for name in ('train_history', 'eval_history'):
-                path = self.workdir / f'{name}.jsonl'
+            for name in ('train', 'eval'):
+                path = self.run.history(name)
                 _drop_lines_after(path, resume_step)
                 self._files[name] = open(path, 'a')
 
@@ -80,10 +82,10 @@ class RunLog:
         self._writer.flush()
 
     def train(self, step: int, metrics: Mapping[str, float]) -> None:
-        self._record('train_history', step, {f'train/{k}': v for k, v in metrics.items()})
+        self._record('train', step, {f'train/{k}': v for k, v in metrics.items()})
 
     def evaluation(self, step: int, results: Mapping[str, float]) -> None:
-        self._record('eval_history', step, results)
+        self._record('eval', step, results)
 
     def _record(self, name: str, step: int, metrics: Mapping[str, float]) -> None:
         self.scalars(step, metrics)
@@ -95,7 +97,7 @@ class RunLog:
     def final(self, results: Mapping[str, float]) -> None:
         if self.enabled:
             text = json.dumps(dict(results), indent=2, sort_keys=True)
-            (self.workdir / 'metrics.json').write_text(text)
+            self.run.final_metrics.write_text(text)
 
     def close(self) -> None:
         if self.enabled:

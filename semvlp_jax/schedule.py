@@ -17,7 +17,6 @@ import dataclasses
 
 import numpy as np
 
-STEP_MODES = ('single', 'two', 'both')
 SCHEDULES = ('alternate', 'random', 'single', 'two', 'both', 'every:N')
 
 

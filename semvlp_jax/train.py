@@ -19,32 +19,17 @@ from absl import logging
 from flax import nnx
 
 from semvlp_jax import checkpoint, config_checks, pretrained, tasks
-from semvlp_jax.models.semvlp import DataDims, SemVLP
+from semvlp_jax.data.dims import DataDims
+from semvlp_jax.models.semvlp import SemVLP
 from semvlp_jax.optimizer import ModeAwareOptimizer
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
 from semvlp_jax.progress import MetricAverager, Progress, RunLog
 from semvlp_jax.train_step import TrainState, train_step
 
-# Metrics shown in the start/end table (all metrics go to TensorBoard and metrics.json).
-TABLE_METRICS = (
-    'mlm_accuracy',
-    'itm_accuracy',
-    'qa_accuracy',
-    'mop_object_accuracy',
-    'loss',
-    'vqa_accuracy',
-    'gqa_accuracy',
-    'nlvr2_accuracy',
-    'nlvr2_consistency',
-    'retrieval_i2t_r1',
-    'retrieval_t2i_r1',
-    'retrieval_rsum',
-)
-
 
 @dataclasses.dataclass(frozen=True)
-class Model:
+class TrainSetup:
     """What the steps need besides the state: the NNX graph, the optimizer, the state layout;
     and how to make a fresh state."""
 
@@ -57,11 +42,11 @@ class Model:
 
 def create_model(
     config: ml_collections.ConfigDict, dims: DataDims, mesh: jax.sharding.Mesh
-) -> Model:
+) -> TrainSetup:
     """The model, its optimizer and the state layout on `mesh`, without allocating the state.
 
     The model is built abstractly (shapes and logical axis names only); the rules table turns the
-    names into shardings. `Model.init` is one jitted init that writes every shard where it lives,
+    names into shardings. `TrainSetup.init` is one jitted init that writes every shard where it lives,
     so the full state never sits on one device; a resumed run restores into `abstract_state`
     instead and never initialises.
     """
@@ -70,10 +55,11 @@ def create_model(
     def build_model() -> SemVLP:
         return SemVLP(config.model, dims, rngs=nnx.Rngs(params=jax.random.fold_in(root, 0)))
 
-    graphdef, abstract_params = nnx.split(nnx.eval_shape(build_model), nnx.Param)
+    abstract_model = nnx.eval_shape(build_model)
+    graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
     logical_specs = nnx.to_pure_dict(nnx.get_partition_spec(abstract_params))
     abstract_params = nnx.to_pure_dict(abstract_params)
-    optimizer = ModeAwareOptimizer.create(config, abstract_params)
+    optimizer = ModeAwareOptimizer.create(config, abstract_model)
 
     def init_state() -> TrainState:
         params = nnx.to_pure_dict(nnx.state(build_model(), nnx.Param))
@@ -82,23 +68,23 @@ def create_model(
     rules = sharding.rules_from_config(config.parallel)
     specs = sharding.param_specs(logical_specs, abstract_params, mesh, rules)
     shapes = jax.eval_shape(init_state)
-    shardings = sharding.state_shardings(mesh, shapes, specs)
+    shardings = sharding.state_shardings(mesh, shapes, specs, tx=optimizer.tx)
     abstract_state = jax.tree.map(
         lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
     )
     init = jax.jit(init_state, out_shardings=shardings)
-    return Model(graphdef, optimizer, shardings, abstract_state, init)
+    return TrainSetup(graphdef, optimizer, shardings, abstract_state, init)
 
 
 def create_model_and_state(
     config: ml_collections.ConfigDict, dims: DataDims, mesh: jax.sharding.Mesh
-) -> tuple[Model, TrainState]:
+) -> tuple[TrainSetup, TrainState]:
     """The model and a freshly initialised, sharded train state."""
     model = create_model(config, dims, mesh)
     return model, model.init()
 
 
-def jit_train_step(config: ml_collections.ConfigDict, model: Model, mesh: jax.sharding.Mesh):
+def jit_train_step(config: ml_collections.ConfigDict, model: TrainSetup, mesh: jax.sharding.Mesh):
     """The train step, compiled once per mode (static), state donated and kept in its layout."""
     return jax.jit(
         functools.partial(
@@ -109,17 +95,18 @@ def jit_train_step(config: ml_collections.ConfigDict, model: Model, mesh: jax.sh
             itm_negative_prob=config.itm_negative_prob,
             microbatches=config.microbatches,
         ),
-        static_argnames='mode',
+        static_argnames='step_mode',
         donate_argnums=0,
         out_shardings=(model.state_shardings, jax.NamedSharding(mesh, jax.P())),
     )
 
 
-def format_table(start: dict[str, float], end: dict[str, float]) -> str:
+def format_table(start: dict[str, float], end: dict[str, float], metrics: tuple[str, ...]) -> str:
+    """Per mode, the start and end value of each of `metrics` (the task's table metrics)."""
     rows = [f'{"mode":<8}{"metric":<24}{"start":>10}{"end":>10}']
     for key in sorted(end):
         _, mode, metric = key.split('/')
-        if metric in TABLE_METRICS:
+        if metric in metrics:
             rows.append(
                 f'{mode:<8}{metric:<24}{start.get(key, float("nan")):>10.4f}{end[key]:>10.4f}'
             )
@@ -145,9 +132,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
 
     # ---------------------------------------------------------------- input
-    data = tasks.get(config.task.name).build(
-        config, workdir, jax.process_index(), jax.process_count()
-    )
+    task = tasks.get(config.task.name)
+    data = task.build(config, workdir, jax.process_index(), jax.process_count())
 
     def global_batch(local_batch):
         """One global jax.Array per field from this process's rows."""
@@ -162,7 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         workdir,
         keep=config.keep_checkpoints,
         best_metric=config.best_metric,
-        best_mode=config.best_mode,
+        best_metric_goal=config.best_metric_goal,
     ) as checkpoints:
         restored = checkpoints.restore_latest(model.abstract_state, data.train)
         if restored is not None:
@@ -184,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         # ---------------------------------------------------------------- compiled steps
         step_fn = jit_train_step(config, model, mesh)
         eval_context = tasks.EvalContext(
-            config, model.graphdef, mesh, global_batch, workdir, jax.process_index() == 0
+            config, model.graphdef, mesh, global_batch, jax.process_index() == 0
         )
 
         # ---------------------------------------------------------------- evaluation at start
@@ -193,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         def run_eval(step: int, params) -> dict[str, float]:
             results = data.evaluate(eval_context, params, step)
             log.evaluation(step, results)
-            logging.info('eval at step %d: %s', step, _short(results))
+            logging.info('eval at step %d: %s', step, _short(results, task.table_metrics))
             return results
 
         if start_metrics is None:
@@ -211,9 +197,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 if stop_requested(step):
                     save(state)
                     raise Preempted(step)  # leaving the block waits for the save
-                mode = schedule.mode(step)
+                step_mode = schedule.mode(step)
                 batch = global_batch(next(data.train))
-                state, metrics = step_fn(state, batch, mode=mode)
+                state, metrics = step_fn(state, batch, step_mode=step_mode)
                 done = step + 1
                 pending.append((done, metrics))
                 if done % config.log_every == 0 or done == config.total_steps:
@@ -226,7 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         'step %d/%d | %s | %s',
                         done,
                         config.total_steps,
-                        _short(means),
+                        _short(means, task.table_metrics),
                         progress.report(done),
                     )
                 if done == config.total_steps:
@@ -240,7 +226,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         save(state, final_metrics)
         log.final(final_metrics)
         log.close()
-        print(format_table(start_metrics, final_metrics), flush=True)
+        print(format_table(start_metrics, final_metrics, task.table_metrics), flush=True)
         return final_metrics
 
 
@@ -276,6 +262,6 @@ def _apply_nonfinite_policy(step: int, metrics: dict, nonfinite) -> dict:
     return {k: v for k, v in metrics.items() if k in ('skipped', 'skipped_in_a_row')}
 
 
-def _short(metrics: dict[str, float]) -> str:
-    keys = [k for k in sorted(metrics) if k.rsplit('/', 1)[-1] in TABLE_METRICS]
+def _short(metrics: dict[str, float], shown: tuple[str, ...]) -> str:
+    keys = [k for k in sorted(metrics) if k.rsplit('/', 1)[-1] in shown]
     return ', '.join(f'{k} {metrics[k]:.3f}' for k in keys)

@@ -1,7 +1,10 @@
-"""Pure step functions: no I/O, no Python state. Jitted once per (static) mode by the trainer.
+"""Pure step functions: no I/O, no Python state. Jitted once per (static) step mode by the trainer.
 
-    train_step(state, batch, *, mode) -> (state, metrics)
+    train_step(state, batch, *, step_mode) -> (state, metrics)
     eval_step(params, batch, rng, *, mode) -> metrics
+
+A step mode ('single', 'two' or 'both': both model modes on one batch) picks what one train step
+runs; a model mode ('single' or 'two') is how the model encodes (`SemVLP.__call__`).
 
 The model enters as an NNX graphdef bound with functools.partial; parameters travel as a plain
 pytree and are merged into the module inside the step.
@@ -23,7 +26,7 @@ from semvlp_jax.objectives.losses import Ratio
 from semvlp_jax.optimizer import ModeAwareOptimizer, modes_of
 
 # Fields that belong to the image and move with it when ITM swaps in another image.
-IMAGE_FIELDS = (
+FIELDS_SWAPPED_WITH_THE_IMAGE = (
     'region_features',
     'region_boxes',
     'region_mask',
@@ -64,7 +67,7 @@ def make_itm_pairs(
     offset = jax.random.randint(offset_rng, (size,), 1, max(size, 2))
     source = jnp.where(swap, (jnp.arange(size) + offset) % size, jnp.arange(size))
     paired = dict(batch)
-    for field in IMAGE_FIELDS:
+    for field in FIELDS_SWAPPED_WITH_THE_IMAGE:
         if field in batch:
             paired[field] = jnp.take(batch[field], source, axis=0)
     paired['is_matched'] = (~swap).astype(jnp.int32)
@@ -140,14 +143,14 @@ def train_step(
     state: TrainState,
     batch,
     *,
-    mode: str,
+    step_mode: str,
     graphdef: nnx.GraphDef,
     optimizer: ModeAwareOptimizer,
     objectives: Mapping[str, Mapping[str, float]],
     itm_negative_prob: float,
     microbatches: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One update in train-step mode `mode` ('single', 'two' or 'both').
+    """One update in step mode `step_mode` ('single', 'two' or 'both').
 
     With `microbatches` k > 1 the gradient is accumulated over k slices of the batch in a
     `lax.scan`; the update equals one step on the whole batch. A step whose loss or gradient is
@@ -156,7 +159,7 @@ def train_step(
     """
     pair_rng, *dropout_rngs = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
     batch = make_itm_pairs(batch, pair_rng, itm_negative_prob)
-    modes = modes_of(mode)
+    modes = modes_of(step_mode)
 
     def loss_fn(params, batch, rngs, counts):
         total, aux = jnp.zeros((), jnp.float32), {}
@@ -198,7 +201,8 @@ def train_step(
     }
     metrics['learning_rate'] = optimizer.learning_rate(state.step)
     metrics['grad_norm'] = optax.tree.norm(grads)
-    return _update(state, optimizer.apply(grads, state.opt_state, state.params, mode=mode), metrics)
+    updated = optimizer.apply(grads, state.opt_state, state.params, step_mode=step_mode)
+    return _update(state, updated, metrics)
 
 
 def _update(state: TrainState, updated, metrics: dict[str, jax.Array]):

@@ -51,5 +51,18 @@ def tiny_data(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def pretrained_run(tmp_path_factory):
+    """The one tiny pre-training run of the session (2 steps through the trainer): the
+    checkpoint, tokenizer and final metrics that every fine-tune and loading test starts from."""
+    from semvlp_jax import train
+
+    config = tiny_config()
+    config.total_steps = 2
+    workdir = tmp_path_factory.mktemp('pretrain')
+    train.train_and_evaluate(config, str(workdir))
+    return workdir
+
+
+@pytest.fixture(scope='session')
 def tiny_batch(tiny_data):
     return jax.tree.map(np.asarray, next(iter(tiny_data.val)))

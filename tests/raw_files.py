@@ -1,7 +1,8 @@
 """Small raw files in exactly the formats users download, for tests of builders and pipelines.
 
 Every writer takes plain Python values, writes the real layout (file names included where the
-format fixes them) and returns what it wrote, so a test can compare the built records with it.
+format fixes them) and returns what it wrote, so a test can compare the built records
+(`semvlp_jax.data.records`) with it.
 To write a broken file, build the document with the `*_doc` / `*_entry` helpers, break it, and
 pass it to `write_json` (or, for line formats, pass raw text lines to the writer).
 
@@ -266,19 +267,25 @@ def vqa_annotation(
     *,
     question_type: str = 'what color is the',
     answer_type: str = 'other',
+    confidences: Sequence[str | None] | None = None,
 ) -> dict:
-    """An official annotation; multiple_choice_answer is the most common of `answers`."""
+    """An official annotation; multiple_choice_answer is the most common of `answers`.
+
+    `confidences` are the answers' `answer_confidence` (default all 'yes'); a None leaves that
+    answer's key out."""
     most_common = collections.Counter(answers).most_common(1)
+    confidences = ['yes'] * len(answers) if confidences is None else confidences
+    entries = []
+    for i, (answer, confidence) in enumerate(zip(answers, confidences, strict=True)):
+        entry = {'answer': answer, 'answer_confidence': confidence, 'answer_id': i + 1}
+        entries.append({k: v for k, v in entry.items() if v is not None})
     return {
         'question_id': question_id,
         'image_id': image_id,
         'question_type': question_type,
         'answer_type': answer_type,
         'multiple_choice_answer': most_common[0][0] if most_common else '',
-        'answers': [
-            {'answer': a, 'answer_confidence': 'yes', 'answer_id': i + 1}
-            for i, a in enumerate(answers)
-        ],
+        'answers': entries,
     }
 
 

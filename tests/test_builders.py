@@ -1,6 +1,7 @@
 """Dataset builders: raw files in the real formats -> tfds ArrayRecord datasets read back without
-TensorFlow. Every value read back is compared with what was written; every kind of bad input is
-named (file, record, reason) or, with skip_bad, skipped and counted."""
+TensorFlow, as records (`semvlp_jax.data.records`). Every value read back is compared with what
+was written; every kind of bad input is named (file, record, reason) or, with skip_bad, skipped
+and counted."""
 
 import dataclasses
 import io
@@ -8,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
-from semvlp_jax.data import build, builders, formats
+from semvlp_jax.data import build, build_report, builders, datasets, formats, records
 from semvlp_jax.data.image_index import ImageIndex
 from tests import raw_files as rf
 
@@ -28,20 +30,10 @@ def make(name, manual_dir, data_dir, **kwargs):
     return builder, builder.build(manual_dir)
 
 
-def plain(value):
-    """A decoded field as a Python value: text as str, scalars as int, arrays unchanged."""
-    if isinstance(value, bytes):
-        return value.decode('utf-8')
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    if isinstance(value, np.generic | np.ndarray) and np.ndim(value) == 0:
-        return value.item()
-    return value
-
-
 def read_split(builder, split):
-    source = builder.as_data_source(split)
-    return [{k: plain(v) for k, v in source[i].items()} for i in range(len(source))]
+    """The split's records, read back as `datasets.records` gives them to pipelines."""
+    source = datasets.records(Path(builder.data_dir).parents[1], builder.name, split)
+    return [source[i] for i in range(len(source))]
 
 
 def splits(builder):
@@ -49,7 +41,7 @@ def splits(builder):
 
 
 def text_fields(records, *fields):
-    return sorted(tuple(r[f] for f in fields) for r in records)
+    return sorted(tuple(getattr(r, f) for f in fields) for r in records)
 
 
 # ---------------------------------------------------------------- region features
@@ -73,17 +65,18 @@ def region_tsv(tmp_path_factory, region_images):
 
 
 def assert_region(record, image, labels=True):
-    assert record['image_id'] == image.image_id
-    assert (record['image_height'], record['image_width']) == (image.height, image.width)
-    assert record['features'].dtype == np.float32
-    np.testing.assert_array_equal(record['features'], image.features)
-    np.testing.assert_array_equal(record['boxes'], image.normalised_boxes)
-    pixels = record['boxes'] * [image.width, image.height, image.width, image.height]
+    assert isinstance(record, records.RegionRecord)
+    assert record.image_id == image.image_id
+    assert (record.image_height, record.image_width) == (image.height, image.width)
+    assert record.features.dtype == np.float32
+    np.testing.assert_array_equal(record.features, image.features)
+    np.testing.assert_array_equal(record.boxes, image.normalised_boxes)
+    pixels = record.boxes * [image.width, image.height, image.width, image.height]
     np.testing.assert_allclose(pixels, image.boxes, rtol=1e-6)
     minus = np.full(len(image.boxes), -1)
-    np.testing.assert_array_equal(record['objects'], image.objects if labels else minus)
-    np.testing.assert_array_equal(record['attributes'], image.attrs if labels else minus)
-    assert record['objects'].dtype == record['attributes'].dtype == np.int32
+    np.testing.assert_array_equal(record.objects, image.objects if labels else minus)
+    np.testing.assert_array_equal(record.attributes, image.attrs if labels else minus)
+    assert record.objects.dtype == record.attributes.dtype == np.int32
 
 
 def test_region_tsv_values_and_order(region_tsv, region_images):
@@ -94,7 +87,7 @@ def test_region_tsv_values_and_order(region_tsv, region_images):
     for record, image in zip(records, region_images, strict=True):
         assert_region(record, image)
     index = ImageIndex.read(builder.data_dir)
-    assert index.image_ids == [r['image_id'] for r in records] == list(REGION_IDS)
+    assert index.image_ids == [r.image_id for r in records] == list(REGION_IDS)
     assert report.written == {'images': 4} and report.num_skipped() == 0
     assert report.feature_dim == 8
 
@@ -108,7 +101,7 @@ def test_region_npz_values_order_and_missing_labels(tmp_path, region_images):
     records = read_split(builder, 'images')
     # Sorted paths: sub1/COCO_train..11, sub1/COCO_val..03, sub2/COCO_val..07, sub2/COCO_val..42.
     expected = [unlabelled, region_images[2], region_images[1], region_images[0]]
-    assert [r['image_id'] for r in records] == [i.image_id for i in expected]
+    assert [r.image_id for r in records] == [i.image_id for i in expected]
     assert_region(records[0], region_images[3], labels=False)
     for record, image in zip(records[1:], expected[1:], strict=True):
         assert_region(record, image)
@@ -120,7 +113,7 @@ def test_open_dataset_and_saved_report(region_tsv, tmp_path):
     data_dir = Path(builder.data_dir).parents[1]
     opened = builders.open_dataset('region_tsv', data_dir)
     assert len(opened.as_data_source('images')) == 4
-    report = builders.load_report(opened)
+    report = build_report.load_report(opened)
     assert report.written == {'images': 4} and report.feature_dim == 8
     with pytest.raises(FileNotFoundError, match='python -m semvlp_jax.data.build --dataset gqa'):
         builders.open_dataset('gqa', tmp_path)
@@ -180,13 +173,11 @@ def test_coco_captions_values(coco_with_images):
 
 def test_images_are_the_file_bytes(coco_with_images):
     builder, raw, pixels = coco_with_images
-    records = read_split(builder, 'val2014') + read_split(builder, 'train2014')
-    for record in records:
-        image = record['image']
-        assert image.dtype == np.uint8
-        assert image.tobytes() == (raw / record['image_path']).read_bytes()
-        decoded = np.asarray(Image.open(io.BytesIO(image.tobytes())))
-        np.testing.assert_array_equal(decoded, pixels[record['image_path']])
+    assert builder.info.features['image'].np_dtype == np.uint8
+    for record in read_split(builder, 'val2014') + read_split(builder, 'train2014'):
+        assert record.image == (raw / record.image_path).read_bytes()
+        decoded = np.asarray(Image.open(io.BytesIO(record.image)))
+        np.testing.assert_array_equal(decoded, pixels[record.image_path])
 
 
 def test_caption_records_values(tmp_path):
@@ -208,7 +199,8 @@ def test_caption_records_values(tmp_path):
             ('COCO_val2014_000000000042', cat, 'Cat.', 2),
         ]
     )
-    assert all(r['image'].shape == (0,) and r['image'].dtype == np.uint8 for r in records)
+    assert builder.info.features['image'].np_dtype == np.uint8
+    assert all(r.image == b'' for r in records)
     assert text_fields(read_split(builder, 'test'), *fields) == [
         ('COCO_val2014_000000000042', cat, 'One.', 0)
     ]
@@ -252,6 +244,7 @@ def test_karpathy_values(tmp_path):
 
 CAT_ANSWERS = ['white'] * 7 + ['grey'] * 3
 DOG_ANSWERS = ['2', '2', 'two', '3', '2', '2', '1', '2', '2', '4']
+DOG_CONFIDENCES = ('yes', 'yes', 'maybe', 'no', 'yes', 'yes', 'maybe', 'yes', 'yes', 'no')
 
 
 def write_vqa_files(raw, extra_questions=(), extra_annotations=()):
@@ -265,7 +258,14 @@ def write_vqa_files(raw, extra_questions=(), extra_annotations=()):
         ],
         [
             rf.vqa_annotation(420, 42, CAT_ANSWERS),
-            rf.vqa_annotation(70, 7, DOG_ANSWERS, question_type='how many', answer_type='number'),
+            rf.vqa_annotation(
+                70,
+                7,
+                DOG_ANSWERS,
+                question_type='how many',
+                answer_type='number',
+                confidences=DOG_CONFIDENCES,
+            ),
             *extra_annotations,
         ],
     )
@@ -276,30 +276,47 @@ def test_vqa_values(tmp_path):
     write_vqa_files(tmp_path / 'raw')
     builder, _ = make('vqa_v2', tmp_path / 'raw', tmp_path / 'data')
     assert splits(builder) == {'val': 2, 'test_dev': 1}
-    assert builder.info.features['question_id'].np_dtype == np.int64
-    by_id = {r['question_id']: r for r in read_split(builder, 'val')}
-    assert by_id[420] == {
-        'question_id': 420,
-        'image_id': '42',
-        'question': 'What color is the cat?',
-        'question_type': 'what color is the',
-        'answer_type': 'other',
-        'multiple_choice_answer': 'white',
-        'answers': CAT_ANSWERS,
-    }
-    assert by_id[70]['answers'] == DOG_ANSWERS  # file order, not sorted or deduplicated
-    assert (by_id[70]['answer_type'], by_id[70]['multiple_choice_answer']) == ('number', '2')
+    assert isinstance(builder.info.features['question_id'], tfds.features.Text)  # ids are text
+    by_id = {r.question_id: r for r in read_split(builder, 'val')}
+    assert by_id['420'] == records.VqaRecord(
+        question_id='420',
+        image_id='42',
+        question='What color is the cat?',
+        question_type='what color is the',
+        answer_type='other',
+        multiple_choice_answer='white',
+        answers=tuple(CAT_ANSWERS),
+        answer_confidences=('yes',) * 10,
+    )
+    assert by_id['70'].answers == tuple(DOG_ANSWERS)  # file order, not sorted or deduplicated
+    assert by_id['70'].answer_confidences == DOG_CONFIDENCES  # as written, answer by answer
+    assert (by_id['70'].answer_type, by_id['70'].multiple_choice_answer) == ('number', '2')
     assert read_split(builder, 'test_dev') == [
-        {
-            'question_id': 30,
-            'image_id': '3',
-            'question': 'Is it raining?',
-            'question_type': '',
-            'answer_type': '',
-            'multiple_choice_answer': '',
-            'answers': [],
-        }
+        records.VqaRecord(
+            question_id='30',
+            image_id='3',
+            question='Is it raining?',
+            question_type='',
+            answer_type='',
+            multiple_choice_answer='',
+            answers=(),
+            answer_confidences=(),
+        )
     ]
+
+
+def test_vqa_answer_without_confidence_has_none(tmp_path):
+    """Some re-exported annotation files drop `answer_confidence`: it is empty, not guessed."""
+    confidences = ['yes', None, 'maybe', None, 'no', 'yes', 'yes', None, 'yes', 'yes']
+    rf.write_vqa(
+        tmp_path / 'raw',
+        'val2014',
+        [rf.vqa_question(5, 42, 'What is it?')],
+        [rf.vqa_annotation(5, 42, ['cat'] * 10, confidences=confidences)],
+    )
+    builder, _ = make('vqa_v2', tmp_path / 'raw', tmp_path / 'data')
+    [record] = read_split(builder, 'val')
+    assert record.answer_confidences == tuple(c or '' for c in confidences)
 
 
 def test_gqa_values(tmp_path):
@@ -786,7 +803,7 @@ def test_skip_bad_regions_counts_each_reason(tmp_path):
     text = report.format()
     assert 'images: 3 records written, 6 skipped' in text
     assert f'2 x malformed TSV line; first: {path}:2:' in text
-    assert builders.load_report(builder).skipped == report.skipped  # saved with the dataset
+    assert build_report.load_report(builder).skipped == report.skipped  # saved with the dataset
 
 
 def test_skip_bad_text_counts_per_split_and_join(tmp_path):
@@ -820,7 +837,7 @@ def test_skip_bad_text_counts_per_split_and_join(tmp_path):
     firsts = report.first_skipped['train']
     assert firsts[formats.BAD_LABEL].startswith(f'{raw / "train.json"}:2: bad label')
     assert firsts[formats.NO_FEATURES].endswith("image id 'train-2-0-img1' has no region features")
-    assert [r['identifier'] for r in read_split(builder, 'train')] == ['train-1-0-0']
+    assert [r.identifier for r in read_split(builder, 'train')] == ['train-1-0-0']
 
 
 def test_skip_bad_vqa_reports_each_question_once(tmp_path):
@@ -855,7 +872,7 @@ def test_skip_bad_vqa_reports_each_question_once(tmp_path):
             formats.NO_FEATURES: 1,
         }
     }
-    assert read_split(builder, 'val')[0]['answers'] == ['yes'] * 10
+    assert read_split(builder, 'val')[0].answers == ('yes',) * 10
 
 
 def test_skip_bad_coco_keeps_caption_positions(tmp_path):
@@ -942,7 +959,7 @@ def test_cli_builds_joins_and_reports(tmp_path, capsys, region_images):
     )
     assert code == 0
     assert 'images: 4 records written, 0 skipped' in out
-    assert str(data / 'region_tsv' / '1.0.0') in out
+    assert str(data / 'region_tsv' / builders.DATASET_VERSION) in out
 
     write_vqa_files(
         questions,

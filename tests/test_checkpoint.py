@@ -2,6 +2,7 @@
 incompatible configs and fine-tune loading."""
 
 import dataclasses
+import json
 import logging
 import pathlib
 import random
@@ -17,6 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from semvlp_jax import checkpoint, pretrained, train, train_step
+from semvlp_jax.models.encoder import stack_layers, unstack_layers
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
 from semvlp_jax.progress import read_history
@@ -138,7 +140,7 @@ def trained(config, mesh, model, state, batch, steps=2):
     step_fn = train.jit_train_step(config, model, mesh)
     batch = jax.device_put(batch, sharding.batch_sharding(mesh))
     for i in range(steps):
-        state, _ = step_fn(state, batch, mode=('single', 'two')[i % 2])
+        state, _ = step_fn(state, batch, step_mode=('single', 'two')[i % 2])
     return state
 
 
@@ -250,15 +252,15 @@ def test_nan_batch_skips_the_update_and_counts_it(tiny_data, tiny_batch):
     poisoned = dict(tiny_batch, region_features=np.full_like(tiny_batch['region_features'], np.nan))
     before = jax.device_get(checkpoint.to_saved(state))
 
-    state, metrics = step_fn(state, poisoned, mode='two')
+    state, metrics = step_fn(state, poisoned, step_mode='two')
     assert int(metrics['skipped']) == 1 and int(metrics['skipped_in_a_row']) == 1
     after = jax.device_get(checkpoint.to_saved(state))
     jax.tree.map(np.testing.assert_array_equal, after['params'], before['params'])
     jax.tree.map(np.testing.assert_array_equal, after['opt_state'], before['opt_state'])
     assert after['step'] == 1 and after['skipped_steps'] == 1
 
-    state, _ = step_fn(state, poisoned, mode='single')
-    state, metrics = step_fn(state, tiny_batch, mode='single')
+    state, _ = step_fn(state, poisoned, step_mode='single')
+    state, metrics = step_fn(state, tiny_batch, step_mode='single')
     assert int(metrics['skipped']) == 0
     assert (int(state.skipped_steps), int(state.skipped_in_a_row), int(state.step)) == (2, 0, 3)
     assert not np.array_equal(
@@ -342,8 +344,7 @@ def test_fine_tuning_loads_matching_parameters_and_reports_new_and_dropped(tiny_
     assert 'encoder/layers/0/self_attention/query/kernel' in report.loaded
     assert len(report.loaded) + len(report.new) == len(jax.tree.leaves(fresh.params))
     flat = lambda tree: {  # noqa: E731
-        checkpoint.path_str(p): np.asarray(x)
-        for p, x in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
+        key: np.asarray(x) for key, x in checkpoint.flat_leaves(jax.device_get(tree)).items()
     }
     got, old, new = flat(params), flat(source.params), flat(fresh.params)
     for name in report.loaded:
@@ -353,18 +354,48 @@ def test_fine_tuning_loads_matching_parameters_and_reports_new_and_dropped(tiny_
     assert 'loaded' in report.summary() and 'dropped' in report.summary()
 
 
+@pytest.mark.parametrize('saved_scanned', [False, True], ids=['unrolled_in', 'scanned_in'])
+def test_pretrained_loading_converts_between_encoder_layouts(tiny_data, tmp_path, saved_scanned):
+    """A checkpoint with the encoder unrolled (`layers/<i>`) loads into a scan_layers model
+    (`stacks/<j>`) and the reverse; every leaf loads, onto the fine-tune's own mesh."""
+    config, _, _, source = model_and_state(tiny_data, {'data': 1}, scan_layers=saved_scanned)
+    # Every value distinct from a fresh initialisation, so nothing passes by coincidence.
+    source = source.replace(params=jax.tree.map(lambda x: x + 1.0, source.params))
+    save(tmp_path, source)
+
+    _, _, _, fresh = model_and_state(
+        tiny_data, {'data': 1, 'fsdp': 8, 'tensor': 1}, 'fsdp', scan_layers=not saved_scanned
+    )
+    params, report = pretrained.load_pretrained(tmp_path, fresh.params)
+
+    assert report.new == [] and report.dropped == []
+    assert len(report.loaded) == len(jax.tree.leaves(fresh.params))
+    layout = 'layers' if saved_scanned else 'stacks'
+    assert f'encoder/{layout}/0/self_attention/query/kernel' in report.loaded
+    old = jax.device_get(source.params)
+    encoder = old['encoder']
+    if saved_scanned:
+        converted = unstack_layers(encoder)
+    else:
+        converted = stack_layers(encoder, config.model.num_layers, config.model.num_cross_layers)
+    # Same tree (the model's layout) and exactly the stacked or sliced original values.
+    jax.tree.map(
+        np.testing.assert_array_equal, jax.device_get(params), {**old, 'encoder': converted}
+    )
+    shardings = lambda tree: [x.sharding for x in jax.tree.leaves(tree)]  # noqa: E731
+    assert shardings(params) == shardings(fresh.params)
+
+
 def test_missing_pretrained_checkpoint_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match='config.init_from'):
         pretrained.load_pretrained(tmp_path / 'nowhere', {})
 
 
-def test_init_from_starts_the_run_from_the_pretrained_parameters(tmp_path, caplog):
+def test_init_from_starts_the_run_from_the_pretrained_parameters(pretrained_run, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger='absl')
-    config = nonfinite_config('skip')
-    config.update(total_steps=4, checkpoint_every=4)
-    pretrain_final = train.train_and_evaluate(config, tmp_path / 'pretrain')
-
-    config.init_from = str(tmp_path / 'pretrain')
+    pretrain_final = json.loads((pretrained_run / 'metrics.json').read_text())
+    config = tiny_config()
+    config.update(total_steps=1, checkpoint_every=1, init_from=str(pretrained_run))
     train.train_and_evaluate(config, tmp_path / 'finetune')
     start = read_history(tmp_path / 'finetune' / 'eval_history.jsonl')[0]
     assert start.pop('step') == 0

@@ -28,7 +28,7 @@ def test_demo_config_is_valid():
         (lambda c: c.model.update(visual_input='pixels'), 'config.model.visual_input'),
         (lambda c: c.update(best_metric='val/three/loss'), 'config.best_metric'),
         (lambda c: c.update(best_metric='itm_accuracy'), 'config.best_metric'),
-        (lambda c: c.update(best_mode='highest'), 'config.best_mode'),
+        (lambda c: c.update(best_metric_goal='highest'), 'config.best_metric_goal'),
         (lambda c: c.nonfinite.update(policy='ignore'), 'config.nonfinite.policy'),
         (lambda c: c.update(checkpoint_every=0), 'config.checkpoint_every'),
     ],

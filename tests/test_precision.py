@@ -34,7 +34,7 @@ def loss_curve(tiny_data, dtype, mu_dtype='float32', steps=60):
     losses = []
     for i in range(steps):
         mode = ('single', 'two')[i % 2]
-        state, metrics = step(state, batches[i % len(batches)], mode=mode)
+        state, metrics = step(state, batches[i % len(batches)], step_mode=mode)
         losses.append(float(metrics[f'{mode}/loss']))
     return np.array(losses), state
 

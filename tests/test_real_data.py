@@ -29,11 +29,11 @@ from raw_files import (
 from configs import built_data, pretrain_real
 from semvlp_jax import config_checks, train
 from semvlp_jax.data import answers as answers_lib
-from semvlp_jax.data import builders, pipeline, train_tokenizer
+from semvlp_jax.data import builders, images, pipeline, train_tokenizer
 from semvlp_jax.data.image_index import ImageIndex
 from semvlp_jax.data.tokenizers import SentencePieceTokenizer
 from semvlp_jax.evaluators import vqa_eval
-from semvlp_jax.tasks import sources
+from semvlp_jax.tasks import nlvr2, retrieval, vqa
 
 DIM = 8
 COLOURS = ('red', 'green', 'blue', 'yellow')
@@ -175,7 +175,7 @@ def test_image_index_matches_integer_ids_only_after_an_underscore():
 
 
 def test_region_store_joins_pads_and_truncates(raw):
-    store = pipeline.region_store(built_config(raw).data)
+    store = images.region_store(built_config(raw).data)
     for name in (coco_name('train', 3), coco_name('val', 101), 'dev-2-0-img1'):
         written = raw['images'][name]
         fields = store(name)
@@ -206,11 +206,11 @@ def test_region_store_rejects_sizes_that_disagree_with_the_config(raw):
     with pytest.raises(
         ValueError, match=rf'{DIM}-dimensional features but config.data.feature_dim={DIM + 1}'
     ):
-        pipeline.region_store(data)
+        images.region_store(data)
     data = built_config(raw).data
     data.num_object_labels = 10
     with pytest.raises(ValueError, match='objects label .* but config.data.num_object_labels=10'):
-        pipeline.region_store(data)
+        images.region_store(data)
 
 
 def _pretraining(raw, tmp_path, *, process_index=0, process_count=1, **changes):
@@ -229,7 +229,7 @@ def _pretraining(raw, tmp_path, *, process_index=0, process_count=1, **changes):
 
 def test_pretraining_examples_pair_each_text_with_its_own_image(raw, tmp_path):
     data = _pretraining(raw, tmp_path, mlm_prob=0.0, mop_prob=0.0)
-    store = pipeline.region_store(built_config(raw).data)
+    store = images.region_store(built_config(raw).data)
     by_features = {
         store(name)['region_features'].tobytes(): name for name in raw['images'] if 'train' in name
     }
@@ -313,15 +313,17 @@ def test_a_question_about_an_image_without_features_fails_before_training(raw, t
 def test_task_records_from_built_files_equal_the_written_ones(raw):
     config = built_config(raw)
     config.task = dict(name='vqa')
-    images = sources.images(config)
-    questions, annotations = sources.vqa_files(config, images, 'val')
+    task = vqa.Vqa(config, raw['root'] / 'task', 0, 1)
+    questions, annotations = vqa.official_vqa_files(task.records('val'))
     written_q, written_a = raw['vqa']['val']
     key = lambda r: r['question_id']  # noqa: E731
     assert sorted(questions['questions'], key=key) == sorted(written_q, key=key)
     assert sorted(annotations['annotations'], key=key) == sorted(written_a, key=key)
 
     config.task = dict(name='gqa')
-    questions = sources.gqa_questions(config, images, 'val')
+    questions = vqa.official_gqa_questions(
+        vqa.Gqa(config, raw['root'] / 'task', 0, 1).records('val')
+    )
     assert questions == {
         f'{n}{q}': {
             'imageId': coco_name('val', n),
@@ -334,20 +336,20 @@ def test_task_records_from_built_files_equal_the_written_ones(raw):
     }
 
     config.task = dict(name='nlvr2')
-    records = sources.nlvr2_records(config, images, 'val')
-    assert {r['identifier']: (r['sentence'], r['label']) for r in records} == {
+    records = nlvr2.Nlvr2(config, raw['root'] / 'task', 0, 1).records('val')
+    assert {r.identifier: (r.sentence, str(bool(r.label))) for r in records} == {
         i: s for i, s in raw['statements'].items() if i.startswith('dev')
     }
     assert all(
-        r['images'] == [r['identifier'][:-2] + '-img0', r['identifier'][:-2] + '-img1']
-        for r in records
+        r.image_ids == (r.identifier[:-2] + '-img0', r.identifier[:-2] + '-img1') for r in records
     )
 
-    config.task = dict(name='retrieval')
-    records = sources.caption_records(config, images, 'val', size=3)
-    assert len(records) == 3
-    for record in records:
-        assert record['sentences'] == raw['captions'][record['image_id']]
+    config.task = dict(name='retrieval', eval_images=3)
+    task = retrieval.Retrieval(config, raw['root'] / 'task', 0, 1)
+    groups = task.elements(task.records('val'), 'val')
+    assert len(groups) == 3
+    for group in groups:
+        assert [r.caption for r in group] == raw['captions'][group[0].image_id]
 
 
 def test_config_errors_name_the_key(raw):

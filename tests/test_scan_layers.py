@@ -124,7 +124,7 @@ def test_scanned_training_under_fsdp_matches_unrolled(tiny_data, tiny_batch):
         step = train.jit_train_step(config, model, mesh)
         losses = []
         for mode in ('single', 'two', 'two'):
-            state, metrics = step(state, batch, mode=mode)
+            state, metrics = step(state, batch, step_mode=mode)
             losses.append(float(metrics[f'{mode}/loss']))
         return losses, state, config.model
 

@@ -63,7 +63,7 @@ def sharded_run(tiny_data, batch, axes, preset, mode, steps=2):
     batch = jax.device_put(batch, sharding.batch_sharding(mesh))
     losses = []
     for _ in range(steps):
-        state, metrics = step(state, batch, mode=mode)
+        state, metrics = step(state, batch, step_mode=mode)
         losses.append(float(metrics[f'{mode}/loss']))
     return losses, jax.device_get(state.params), state
 

@@ -79,6 +79,7 @@ def relation_holds(a, b, relation):
 
 
 def scenes(count, split='val', **config):
+    config.setdefault('render_pixels', True)
     dataset = SyntheticScenes(SyntheticConfig(**config), split, count)
     return [dataset[i] for i in range(count)]
 
@@ -166,7 +167,7 @@ def test_row_order_is_random():
 
 
 def test_render_pixels_false_omits_pixels_only():
-    with_pixels = SyntheticScenes(SyntheticConfig(), 'test', 3)[2]
+    with_pixels = SyntheticScenes(SyntheticConfig(render_pixels=True), 'test', 3)[2]
     without = SyntheticScenes(SyntheticConfig(render_pixels=False), 'test', 3)[2]
     assert 'pixels' not in without
     del with_pixels['pixels']

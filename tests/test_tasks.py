@@ -14,16 +14,19 @@ from flax import nnx
 
 from configs import finetune, finetune_gqa, finetune_nlvr2, finetune_retrieval, finetune_vqa
 from semvlp_jax import config_checks, train
-from semvlp_jax.data import answers, pipeline, synthetic, synthetic_tasks
+from semvlp_jax.data import answers, synthetic, synthetic_tasks, vocabularies
+from semvlp_jax.data.dims import DataDims, data_dims
+from semvlp_jax.data.records import NLVR2_TRUE
 from semvlp_jax.evaluators import gqa as gqa_eval
 from semvlp_jax.evaluators import nlvr2 as nlvr2_eval
 from semvlp_jax.evaluators import vqa_eval
-from semvlp_jax.models.semvlp import DataDims, SemVLP
+from semvlp_jax.models.semvlp import SemVLP
 from semvlp_jax.objectives import contrastive
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.tasks import retrieval
+from semvlp_jax.tasks.vqa import official_gqa_questions, official_vqa_files
 
-SCENES = synthetic.SyntheticConfig(render_pixels=False)
+SCENES = synthetic.SyntheticConfig()
 
 
 def shrink(config):
@@ -33,15 +36,6 @@ def shrink(config):
     config.data.update(num_train=64, num_val=16, max_text_len=tiny.data.max_text_len)
     config.update(total_steps=3, eval_every=3, log_every=3, checkpoint_every=3, batch_size=8)
     return config
-
-
-@pytest.fixture(scope='module')
-def pretrained_run(tmp_path_factory):
-    config = tiny_config()
-    config.total_steps = 2
-    workdir = tmp_path_factory.mktemp('pretrain')
-    train.train_and_evaluate(config, str(workdir))
-    return workdir
 
 
 def test_vqa_config_fine_tunes_and_its_results_file_scores_the_same(pretrained_run, tmp_path):
@@ -95,7 +89,7 @@ def test_nlvr2_config_fine_tunes(pretrained_run, tmp_path):
     metrics = train.train_and_evaluate(config, str(tmp_path))
     predictions = nlvr2_eval.read_predictions(tmp_path / 'nlvr2/predictions_val_two_step3.csv')
     scenes = synthetic.SyntheticScenes(SCENES, 'val', 16)
-    labels = {r['identifier']: r['label'] for r in synthetic_tasks.nlvr2(scenes, seed=0)}
+    labels = {r.identifier: r.label == NLVR2_TRUE for r in synthetic_tasks.nlvr2(scenes, seed=0)}
     assert sorted(predictions) == sorted(labels)  # 2 sentences x 4 image pairs
     scores = nlvr2_eval.score(predictions, labels)
     assert scores['accuracy'] / 100 == pytest.approx(metrics['val/two/nlvr2_accuracy'])
@@ -245,21 +239,21 @@ def test_a_shortlist_as_long_as_the_candidates_gives_the_all_pairs_scores():
 def test_answer_vocabulary_keeps_frequent_answers_most_frequent_first():
     given = collections.Counter(['yes'] * 5 + ['no'] * 5 + ['2'] * 3 + ['red'] * 2)
     key = 'task.answer_min_count'
-    assert pipeline.answer_vocabulary(given, 3, key) == ['no', 'yes', '2']
-    assert pipeline.answer_vocabulary(given, 1, key) == ['no', 'yes', '2', 'red']
+    assert vocabularies.answer_vocabulary(given, 3, key) == ['no', 'yes', '2']
+    assert vocabularies.answer_vocabulary(given, 1, key) == ['no', 'yes', '2', 'red']
     with pytest.raises(
         ValueError, match=r'config\.task\.answer_min_count=6: no training answer .* seen 5 times'
     ):
-        pipeline.answer_vocabulary(given, 6, key)
+        vocabularies.answer_vocabulary(given, 6, key)
 
 
 def test_soft_targets_are_the_official_accuracy_of_each_answer():
     """For every synthetic question, the soft target of each answer equals the official
     evaluator's accuracy for predicting it (the leave-one-out rule), after normalisation."""
-    questions, annotations = synthetic_tasks.vqa(synthetic.SyntheticScenes(SCENES, 'val', 30))
+    records = synthetic_tasks.vqa(synthetic.SyntheticScenes(SCENES, 'val', 30))
     vocabulary = {a: i for i, a in enumerate(synthetic.ANSWERS)}
-    for annotation in annotations['annotations']:
-        given = [a['answer'] for a in annotation['answers']]
+    for record in records:
+        given = list(record.answers)
         targets = answers.answer_scores([vqa_eval.normalize_answer(a) for a in given], vocabulary)
         for answer, index in vocabulary.items():
             assert targets[index] == pytest.approx(vqa_eval.question_accuracy(answer, given))
@@ -273,27 +267,27 @@ def test_synthetic_nlvr2_statements_hold_exactly_when_labelled_true():
     scenes = synthetic.SyntheticScenes(SCENES, 'val', 160)
     records = synthetic_tasks.nlvr2(scenes, seed=0)
     assert len(records) == 80
-    assert sum(r['label'] == 'True' for r in records) == 40  # two true pairs per sentence
-    by_id = {scenes[i]['image_id']: scenes[i] for i in range(len(scenes))}
+    assert sum(r.label == NLVR2_TRUE for r in records) == 40  # two true pairs per sentence
+    by_id = {str(scenes[i]['image_id']): scenes[i] for i in range(len(scenes))}
     checked = 0
     for record in records:
-        words = record['sentence'].split()
+        words = record.sentence.split()
         if words[:2] == ['there', 'are']:  # "there are N objects in total"
-            left, right = (by_id[i] for i in record['images'])
+            left, right = (by_id[i] for i in record.image_ids)
             total = int(left['region_mask'].sum() + right['region_mask'].sum())
-            assert (total == int(words[2])) == (record['label'] == 'True')
+            assert (total == int(words[2])) == (record.label == NLVR2_TRUE)
             checked += 1
     assert checked > 0
-    groups = {nlvr2_eval.group_key(r['identifier']) for r in records}
+    groups = {nlvr2_eval.group_key(r.identifier) for r in records}
     assert len(groups) == 20
 
 
 def test_synthetic_gqa_truth_scores_100_and_vqa_truth_scores_the_annotator_agreement():
     scenes = synthetic.SyntheticScenes(SCENES, 'val', 20)
-    questions = synthetic_tasks.gqa(scenes)
+    questions = official_gqa_questions(synthetic_tasks.gqa(scenes))
     truth = {qid: q['answer'] for qid, q in questions.items()}
     assert gqa_eval.score(questions, truth)['accuracy'] == 100.0
-    vqa_questions, annotations = synthetic_tasks.vqa(scenes)
+    vqa_questions, annotations = official_vqa_files(synthetic_tasks.vqa(scenes))
     results = [{'question_id': int(qid), 'answer': answer} for qid, answer in truth.items()]
     scores = vqa_eval.score(vqa_questions, annotations, results)
     expected = np.mean(
@@ -306,7 +300,7 @@ def test_synthetic_gqa_truth_scores_100_and_vqa_truth_scores_the_annotator_agree
     assert scores.overall == round(100 * expected, 2)
 
 
-def test_task_config_errors_name_the_key(pretrained_run):
+def test_task_config_errors_name_the_key():
     def error(config):
         with pytest.raises(config_checks.ConfigError) as info:
             config_checks.validate(config, num_devices=8)
@@ -354,17 +348,16 @@ def test_init_skip_keeps_the_answer_head_initialised(pretrained_run, tmp_path):
 
 def _dims_of(workdir):
     from semvlp_jax.data.tokenizers import SentencePieceTokenizer
-    from semvlp_jax.tasks import base
 
     tokenizer = SentencePieceTokenizer(workdir / 'tokenizer/synthetic.model')
-    return base.data_dims(tiny_config(), tokenizer)
+    return data_dims(tiny_config().data, tokenizer.vocab_size)
 
 
 def test_the_synthetic_tokenizer_knows_every_word_of_every_task(tmp_path):
     config = tiny_config()
-    tokenizer = pipeline.synthetic_tokenizer(config.data, tmp_path / 'synthetic.model')
-    scenes = synthetic.SyntheticScenes(pipeline.synthetic_config(config.data), 'val', 240)
-    texts = [record['sentence'] for record in synthetic_tasks.nlvr2(scenes, seed=0)]
+    tokenizer = vocabularies.synthetic_tokenizer(config.data, tmp_path / 'synthetic.model')
+    scenes = synthetic.SyntheticScenes(synthetic.SyntheticConfig.from_data(config.data), 'val', 240)
+    texts = [record.sentence for record in synthetic_tasks.nlvr2(scenes, seed=0)]
     for index in range(len(scenes)):
         questions = scenes[index]['questions']
         texts += scenes[index]['captions'] + [q['question'] for q in questions]
@@ -376,15 +369,13 @@ def test_the_synthetic_tokenizer_knows_every_word_of_every_task(tmp_path):
 
 
 def test_a_fine_tune_from_a_step_directory_reads_with_the_runs_tokenizer(pretrained_run, tmp_path):
-    from semvlp_jax.tasks import base
-
     config = tiny_config()
     step_dir = next((pretrained_run / 'checkpoints').iterdir())
     config.init_from = str(step_dir)
-    base.tokenizer(config, tmp_path / 'a')
+    vocabularies.run_tokenizer(config.data, tmp_path / 'a', config.init_from)
     assert (tmp_path / 'a/tokenizer/synthetic.model').read_bytes() == (
         pretrained_run / 'tokenizer/synthetic.model'
     ).read_bytes()
     config.init_from = str(tmp_path / 'elsewhere')
     with pytest.raises(FileNotFoundError, match='no tokenizer/synthetic.model'):
-        base.tokenizer(config, tmp_path / 'b')
+        vocabularies.run_tokenizer(config.data, tmp_path / 'b', config.init_from)

@@ -294,12 +294,18 @@ def test_train_tokenizer_errors_exit_2_naming_the_file(tmp_path, capsys):
 
 
 def test_train_tokenizer_reads_the_text_field_of_a_dataset(tmp_path, capsys, monkeypatch):
+    def stored(image_id, question, answer):
+        """A GQA record as the data source gives it: every text field as bytes."""
+        fields = dict(question_id=f'q{image_id}', image_id=image_id, structural='query')
+        fields.update(question=question, answer=answer)
+        return {key: value.encode('utf-8') for key, value in fields.items()}
+
     splits = {
         'train': [
-            {'question': b'Is the cube red?', 'answer': b'giraffe', 'image_id': b'1'},
-            {'question': 'What colour is the sphere?', 'answer': b'zebra', 'image_id': b'2'},
+            stored('1', 'Is the cube red?', 'giraffe'),
+            stored('2', 'What colour is the sphere?', 'zebra'),
         ],
-        'val': [{'question': b'How many cylinders?', 'answer': b'okapi', 'image_id': b'3'}],
+        'val': [stored('3', 'How many cylinders?', 'okapi')],
     }
     opened = []
 

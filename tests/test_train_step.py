@@ -10,9 +10,10 @@ import pytest
 from flax import nnx
 
 from semvlp_jax import objectives, train
+from semvlp_jax.models.semvlp import SemVLP
 from semvlp_jax.optimizer import parameter_groups
 from semvlp_jax.parallel.mesh import make_mesh
-from semvlp_jax.train_step import IMAGE_FIELDS, make_itm_pairs, train_step
+from semvlp_jax.train_step import FIELDS_SWAPPED_WITH_THE_IMAGE, make_itm_pairs, train_step
 from tests.conftest import tiny_config
 
 
@@ -27,7 +28,7 @@ def jitted_step(config, graphdef, optimizer, microbatches=1):
             itm_negative_prob=config.itm_negative_prob,
             microbatches=microbatches,
         ),
-        static_argnames='mode',
+        static_argnames='step_mode',
     )
 
 
@@ -50,7 +51,7 @@ def test_itm_pairs_swap_half_the_images_for_another_example_of_the_batch():
         np.testing.assert_array_equal(paired['text_ids'], batch['text_ids'])
         swapped_total += (~matched).sum()
     assert abs(swapped_total / (20 * size) - 0.5) < 0.05
-    assert set(IMAGE_FIELDS) >= {'region_features', 'mop_weights'}
+    assert set(FIELDS_SWAPPED_WITH_THE_IMAGE) >= {'region_features', 'mop_weights'}
 
 
 def test_itm_negatives_are_spread_over_the_batch():
@@ -92,14 +93,14 @@ def test_single_stream_step_leaves_cross_attention_and_its_adam_state_bit_identi
     step = jitted_step(config, graphdef, optimizer)
     before = jax.device_get(state)
 
-    after, _ = step(state, tiny_batch, mode='single')
+    after, _ = step(state, tiny_batch, step_mode='single')
     after = jax.device_get(after)
     cross_before = leaves_by_group(before.params, groups, 'two')
     cross_after = leaves_by_group(after.params, groups, 'two')
     for a, b in zip(cross_before, cross_after):
         np.testing.assert_array_equal(a, b)
-    inner_before = before.opt_state[1].inner_states['two']
-    inner_after = after.opt_state[1].inner_states['two']
+    inner_before = optimizer.group_states(before.opt_state)['two']
+    inner_after = optimizer.group_states(after.opt_state)['two']
     for a, b in zip(jax.tree.leaves(inner_before), jax.tree.leaves(inner_after)):
         np.testing.assert_array_equal(a, b)  # moments and step count
     # The shared weights did move, and their Adam count advanced.
@@ -111,23 +112,24 @@ def test_single_stream_step_leaves_cross_attention_and_its_adam_state_bit_identi
         )
     ]
     assert all(shared_changed)
-    assert after.opt_state[1].inner_states['single+two'].inner_state[0].count == 1
+    assert optimizer.group_states(after.opt_state)['single+two'].inner_state[0].count == 1
 
     # A two-stream step then updates the cross-attention parameters for the first time.
-    after_two, _ = step(jax.device_put(after), tiny_batch, mode='two')
+    after_two, _ = step(jax.device_put(after), tiny_batch, step_mode='two')
     after_two = jax.device_get(after_two)
     assert all(
         not np.array_equal(a, b)
         for a, b in zip(cross_after, leaves_by_group(after_two.params, groups, 'two'))
     )
-    assert after_two.opt_state[1].inner_states['two'].inner_state[0].count == 1
+    assert optimizer.group_states(after_two.opt_state)['two'].inner_state[0].count == 1
     assert int(after_two.step) == 2
 
 
-def test_heads_of_objectives_missing_from_a_mode_are_grouped_with_that_mode(setup):
-    config, _, _, state = unpack(setup)
+def test_heads_of_objectives_missing_from_a_mode_are_grouped_with_that_mode(setup, tiny_data):
+    config = setup.config
+    model = nnx.eval_shape(lambda: SemVLP(config.model, tiny_data.dims, rngs=nnx.Rngs(params=0)))
     objectives = {'single': {'mlm': 1.0}, 'two': {'mlm': 1.0, 'itm': 1.0}}
-    groups = parameter_groups(state.params, objectives)
+    groups = parameter_groups(model, objectives)
     assert set(jax.tree.leaves(groups['matching_head'])) == {'two'}
     assert set(jax.tree.leaves(groups['mlm_head'])) == {'single+two'}
     assert set(jax.tree.leaves(groups['answer_head'])) == {'unused'}
@@ -144,7 +146,7 @@ def test_overfits_a_fixed_tiny_batch(tiny_data, tiny_batch, mode):
     step = jitted_step(config, model.graphdef, model.optimizer)
     losses = []
     for _ in range(config.total_steps):
-        state, metrics = step(state, tiny_batch, mode=mode)
+        state, metrics = step(state, tiny_batch, step_mode=mode)
         losses.append(sum(float(v) for k, v in metrics.items() if k.endswith('/loss')))
     assert np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
@@ -181,7 +183,7 @@ def test_alternating_modes_compile_one_program_per_mode(setup, tiny_batch):
     step = train.jit_train_step(setup.config, setup.model, setup.mesh)
     state = jax.tree.map(jnp.copy, setup.state)  # the step donates its input
     for mode in ['single', 'two', 'single', 'two', 'single']:
-        state, _ = step(state, tiny_batch, mode=mode)
+        state, _ = step(state, tiny_batch, step_mode=mode)
     assert step._cache_size() == 2
 
 
@@ -192,7 +194,7 @@ def test_four_microbatches_equal_one_step_on_the_whole_batch(setup, tiny_data, m
 
     def step(microbatches):
         fn = jitted_step(config, graphdef, optimizer, microbatches)
-        return jax.device_get(fn(state, batch, mode=mode))
+        return jax.device_get(fn(state, batch, step_mode=mode))
 
     (whole, whole_metrics), (accumulated, accumulated_metrics) = step(1), step(4)
     assert whole_metrics.keys() == accumulated_metrics.keys()

@@ -257,7 +257,7 @@ def test_score_is_order_independent_of_results():
 
 
 def _raises(results, match, **kwargs):
-    with pytest.raises(vqa_eval.ResultsError) as info:
+    with pytest.raises(vqa_eval.PredictionsError) as info:
         vqa_eval.score(_questions(), _annotations(), results, results_source='r.json', **kwargs)
     assert str(info.value) == match
 
@@ -299,7 +299,7 @@ def test_results_errors():
         'question ids: 3, 4, 5 (3 in all)',
     )
     # Without a source the message still says which input is at fault.
-    with pytest.raises(vqa_eval.ResultsError) as info:
+    with pytest.raises(vqa_eval.PredictionsError) as info:
         vqa_eval.score(_questions(), _annotations(), [])
     assert str(info.value) == (
         'results: annotated questions missing from the results, '

@@ -16,7 +16,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from semvlp_jax.data import builders, formats
+from semvlp_jax.data import build_report, builders, formats
 from semvlp_jax.data.image_index import ImageIndex
 
 # Which options apply to which builder kind (`_Builder.KIND`).
@@ -101,7 +101,7 @@ def _build(args: argparse.Namespace) -> int:
     if builders.is_built(builder):
         if not args.overwrite:
             print(f'{args.dataset} is already built (pass --overwrite to rebuild it):')
-            print(builders.load_report(builder).format())
+            print(build_report.load_report(builder).format())
             return 0
         shutil.rmtree(builder.data_dir)
         builder = cls(**kwargs)  # tfds read the old dataset's info when it was made

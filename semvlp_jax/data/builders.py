@@ -1,8 +1,11 @@
-"""tfds builders that turn raw vision-language files (read by `formats.py`) into datasets.
+"""tfds builders that turn raw vision-language files (read by `formats`) into datasets.
 
-Datasets are ArrayRecord files read back with `open_dataset(name, data_dir).as_data_source(split)`
-(numpy dicts; text fields are bytes), no TensorFlow needed. Build them with
-`python -m semvlp_jax.data.build` or `BUILDERS[name](data_dir=...).build(manual_dir)`.
+Each dataset stores one record type of `records.py` (`records.RECORD_TYPES[name]`); its tfds
+schema is derived from the dataclass fields (`features_of`). Datasets are ArrayRecord files read
+back without TensorFlow: `datasets.records(data_dir, name, split)` gives the records themselves
+(`open_dataset(name, data_dir).as_data_source(split)` the stored numpy dicts, text as bytes).
+Build them with `python -m semvlp_jax.data.build` or
+`BUILDERS[name](data_dir=...).build(manual_dir)`.
 
 - Region datasets (`region_tsv`, `region_npz`) have one split, `images`, in input-file order, and
   an `image_ids.txt` (`ImageIndex`) beside the records: record i is the i-th id.
@@ -10,16 +13,15 @@ Datasets are ArrayRecord files read back with `open_dataset(name, data_dir).as_d
   region dataset, a record whose image has no features is bad input.
 
 A bad record stops the build with a `formats.BadInput` naming file, record and reason; with
-`skip_bad=True` it is skipped and counted in the `BuildReport` (saved as `build_report.json`
-beside the records). What a build writes appears at once or not at all: tfds builds into a
-temporary directory and renames it, and the index and report are written inside it.
+`skip_bad=True` it is skipped and counted in the `BuildReport` (`build_report.py`, saved as
+`build_report.json` beside the records). What a build writes appears at once or not at all: tfds
+builds into a temporary directory and renames it, and the index and report are written inside.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,150 +30,46 @@ from typing import Any, ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from semvlp_jax.data import formats
+from semvlp_jax.data import formats, records
+from semvlp_jax.data.build_report import BuildReport, load_report
 from semvlp_jax.data.image_index import ImageIndex
 
-DATASET_VERSION = '1.0.0'
+DATASET_VERSION = '1.1.0'
 REGION_SPLIT = 'images'
-REPORT_FILE = 'build_report.json'
 
 # How a split's records are read: on_bad -> (key, record) pairs.
-Reader = Callable[..., Iterator[tuple[str, dict]]]
+Reader = Callable[..., Iterator[tuple[str, records.Record]]]
 
 
 # ---------------------------------------------------------------- schemas
 
 
+def features_of(record_type: type) -> tfds.features.FeaturesDict:
+    """The stored schema of a record type, one feature per dataclass field."""
+    return tfds.features.FeaturesDict(
+        {field.name: _feature(record_type, field) for field in dataclasses.fields(record_type)}
+    )
+
+
+def _feature(record_type: type, field: dataclasses.Field):
+    kind = field.type  # a string: records.py postpones its annotations
+    if kind == 'str':
+        return tfds.features.Text()
+    if kind == 'int':
+        return np.int32
+    if kind == 'bytes':
+        return _tensor((None,), np.uint8)
+    if kind == 'tuple[str, ...]':
+        return tfds.features.Sequence(tfds.features.Text())
+    if kind == 'np.ndarray':
+        shape, dtype = field.metadata[records.ARRAY]
+        return _tensor(shape, dtype)
+    raise TypeError(f'{record_type.__name__}.{field.name}: no stored form for type {kind!r}')
+
+
 def _tensor(shape: tuple, dtype) -> tfds.features.Tensor:
     # Raw bytes plus shape: the compact encoding, and the only one for two unknown dimensions.
     return tfds.features.Tensor(shape=shape, dtype=dtype, encoding='bytes')
-
-
-def region_features() -> tfds.features.FeaturesDict:
-    """Boxes are (x1, y1, x2, y2) / (w, h, w, h); labels are -1 where the file has none."""
-    return tfds.features.FeaturesDict(
-        {
-            'image_id': tfds.features.Text(),
-            'image_height': np.int32,
-            'image_width': np.int32,
-            'features': _tensor((None, None), np.float32),
-            'boxes': _tensor((None, 4), np.float32),
-            'objects': _tensor((None,), np.int32),
-            'attributes': _tensor((None,), np.int32),
-        }
-    )
-
-
-def caption_features() -> tfds.features.FeaturesDict:
-    """One caption; `image` is the encoded image file when built with images=True, else empty."""
-    return tfds.features.FeaturesDict(
-        {
-            'image_id': tfds.features.Text(),
-            'image_path': tfds.features.Text(),
-            'caption': tfds.features.Text(),
-            'caption_index': np.int32,
-            'image': _tensor((None,), np.uint8),
-        }
-    )
-
-
-def vqa_features() -> tfds.features.FeaturesDict:
-    """Test splits have no annotation: their answer fields are empty."""
-    return tfds.features.FeaturesDict(
-        {
-            'question_id': np.int64,
-            'image_id': tfds.features.Text(),
-            'question': tfds.features.Text(),
-            'question_type': tfds.features.Text(),
-            'answer_type': tfds.features.Text(),
-            'multiple_choice_answer': tfds.features.Text(),
-            'answers': tfds.features.Sequence(tfds.features.Text()),
-        }
-    )
-
-
-def gqa_features() -> tfds.features.FeaturesDict:
-    return tfds.features.FeaturesDict(
-        {
-            'question_id': tfds.features.Text(),
-            'image_id': tfds.features.Text(),
-            'question': tfds.features.Text(),
-            'answer': tfds.features.Text(),
-            'structural': tfds.features.Text(),
-        }
-    )
-
-
-def nlvr2_features() -> tfds.features.FeaturesDict:
-    """`label` is 1 (True), 0 (False) or -1 (hidden test)."""
-    return tfds.features.FeaturesDict(
-        {
-            'identifier': tfds.features.Text(),
-            'sentence': tfds.features.Text(),
-            'label': np.int32,
-            'left_image_id': tfds.features.Text(),
-            'right_image_id': tfds.features.Text(),
-        }
-    )
-
-
-# ---------------------------------------------------------------- report
-
-
-@dataclasses.dataclass
-class BuildReport:
-    """Records written and skipped per split; for each skip reason, its first bad record."""
-
-    dataset: str
-    data_dir: str = ''
-    written: dict[str, int] = dataclasses.field(default_factory=dict)
-    skipped: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
-    first_skipped: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
-    feature_dim: int | None = None
-
-    def skip(self, split: str, error: formats.BadInput) -> None:
-        counts = self.skipped.setdefault(split, {})
-        counts[error.reason] = counts.get(error.reason, 0) + 1
-        self.first_skipped.setdefault(split, {}).setdefault(error.reason, str(error))
-
-    def num_skipped(self, split: str | None = None) -> int:
-        splits = self.skipped if split is None else [split]
-        return sum(sum(self.skipped.get(s, {}).values()) for s in splits)
-
-    def format(self) -> str:
-        lines = [f'{self.dataset} {DATASET_VERSION} in {self.data_dir}']
-        for split in sorted(self.written.keys() | self.skipped.keys()):
-            lines.append(
-                f'  {split}: {self.written.get(split, 0)} records written, '
-                f'{self.num_skipped(split)} skipped'
-            )
-            for reason, count in sorted(self.skipped.get(split, {}).items()):
-                first = self.first_skipped[split][reason]
-                lines.append(f'    {count} x {reason}; first: {first}')
-        if self.feature_dim is not None:
-            lines.append(f'  feature dimension: {self.feature_dim}')
-        return '\n'.join(lines)
-
-    def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / REPORT_FILE
-        fields = dataclasses.asdict(self)
-        del fields['data_dir']  # the directory is renamed after this is written
-        path.write_text(json.dumps(fields, indent=1, sort_keys=True) + '\n', encoding='utf-8')
-        return path
-
-
-def load_report(builder: tfds.core.DatasetBuilder) -> BuildReport:
-    """The report saved by the build, or the counts tfds stored when there is none."""
-    path = Path(builder.data_dir) / REPORT_FILE
-    if path.is_file():
-        report = BuildReport(**json.loads(path.read_text(encoding='utf-8')))
-    else:
-        report = BuildReport(
-            builder.name,
-            written={name: split.num_examples for name, split in builder.info.splits.items()},
-        )
-    report.data_dir = str(builder.data_dir)
-    return report
 
 
 # ---------------------------------------------------------------- builders
@@ -181,7 +79,10 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """What every dataset here shares: manual files in, bad-record policy, report out."""
 
     VERSION = tfds.core.Version(DATASET_VERSION)
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {DATASET_VERSION: 'First release.'}
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        '1.0.0': 'First release.',
+        '1.1.0': 'Schemas derived from the record types: ids as text, VQA answer confidences.',
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put the raw files in the manual directory (see the builder).'
     # 'regions', 'captions' or 'text': which builder options apply (the CLI checks them).
     KIND: ClassVar[str] = ''
@@ -194,7 +95,7 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def __init__(self, *, data_dir: str | Path | None = None, skip_bad: bool = False, **kwargs):
         self.skip_bad = skip_bad
-        self.report = BuildReport(self.name)
+        self.report = BuildReport(self.name, version=DATASET_VERSION)
         kwargs.setdefault('file_format', 'array_record')
         super().__init__(data_dir=None if data_dir is None else str(data_dir), **kwargs)
 
@@ -220,12 +121,9 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return tfds.core.DatasetInfo(
             builder=self,
             description=self.__doc__,
-            features=self._features(),
+            features=features_of(records.RECORD_TYPES[self.name]),
             disable_shuffling=self.ORDERED,
         )
-
-    def _features(self) -> tfds.features.FeaturesDict:
-        raise NotImplementedError
 
     def _readers(self, manual_dir: Path) -> dict[str, Reader]:
         """{split: reader}; each reader takes `on_bad=` and yields (key, record)."""
@@ -235,7 +133,7 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Writes what belongs beside the records, into the not yet renamed directory."""
 
     def _download_and_prepare(self, dl_manager, download_config=None) -> None:
-        self.report = BuildReport(self.name)
+        self.report = BuildReport(self.name, version=DATASET_VERSION)
         super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
         # self.data_dir is tfds's temporary directory until this returns: files written now
         # appear together with the records.
@@ -250,7 +148,7 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         written = 0
         for key, record in read(on_bad=functools.partial(self._on_bad, split)):
             written += 1
-            yield key, record
+            yield key, records.to_stored(record)
         if not written:
             firsts = self.report.first_skipped.get(split, {}).values()
             why = f'every record was bad; first: {next(iter(firsts))}' if firsts else 'no records'
@@ -268,32 +166,25 @@ class _RegionBuilder(_Builder, skip_registration=True):
     ORDERED = True
 
     def __init__(self, *, feature_dim: int | None = None, **kwargs):
-        if feature_dim is not None and feature_dim <= 0:
-            raise ValueError(f'feature_dim must be positive, got {feature_dim}')
         self.feature_dim = feature_dim
         self._image_ids: list[str] = []
         self._checks = formats.RegionChecks(feature_dim)
         super().__init__(**kwargs)
 
-    def _features(self):
-        return region_features()
-
-    def _files(self, manual_dir: Path) -> list[Path]:
-        raise NotImplementedError
-
-    def _read_file(self, path: Path, *, checks, on_bad) -> Iterator[tuple[str, dict]]:
-        raise NotImplementedError
+    # The format's reader functions: manual_dir -> files; (file, checks=, on_bad=) -> records.
+    find_files: ClassVar[Callable[[Path], list[Path]]]
+    read_file: ClassVar[Callable[..., Iterator[tuple[str, records.RegionRecord]]]]
 
     def _readers(self, manual_dir):
-        files = self._files(manual_dir)
+        files = self.find_files(manual_dir)
         self._image_ids = []
         self._checks = formats.RegionChecks(self.feature_dim)  # one dimension over all files
 
         def read(on_bad):
             for path in files:
-                for key, record in self._read_file(path, checks=self._checks, on_bad=on_bad):
+                for key, record in self.read_file(path, checks=self._checks, on_bad=on_bad):
                     # Records are written in the order they are yielded (ORDERED).
-                    self._image_ids.append(record['image_id'])
+                    self._image_ids.append(record.image_id)
                     yield key, record
 
         return {REGION_SPLIT: read}
@@ -308,12 +199,8 @@ class RegionTsv(_RegionBuilder, skip_registration=True):
 
     name = 'region_tsv'
     MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put the *.tsv region-feature files in the manual directory.'
-
-    def _files(self, manual_dir):
-        return formats.region_tsv_files(manual_dir)
-
-    def _read_file(self, path, *, checks, on_bad):
-        return formats.read_region_tsv(path, checks=checks, on_bad=on_bad)
+    find_files = staticmethod(formats.region_tsv_files)
+    read_file = staticmethod(formats.read_region_tsv)
 
 
 class RegionNpz(_RegionBuilder, skip_registration=True):
@@ -321,12 +208,8 @@ class RegionNpz(_RegionBuilder, skip_registration=True):
 
     name = 'region_npz'
     MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put the per-image *.npz files under the manual directory.'
-
-    def _files(self, manual_dir):
-        return formats.region_npz_files(manual_dir)
-
-    def _read_file(self, path, *, checks, on_bad):
-        return formats.read_region_npz(path, checks=checks, on_bad=on_bad)
+    find_files = staticmethod(formats.region_npz_files)
+    read_file = staticmethod(formats.read_region_npz)
 
 
 def write_image_index(
@@ -358,9 +241,6 @@ class _CaptionBuilder(_TextBuilder, skip_registration=True):
     def __init__(self, *, images: bool = False, **kwargs):
         self.images = images
         super().__init__(**kwargs)
-
-    def _features(self):
-        return caption_features()
 
     def _options(self, manual_dir: Path) -> dict[str, Any]:
         images = formats.ImageReader(manual_dir) if self.images else None
@@ -431,9 +311,6 @@ class VqaV2(_TextBuilder, skip_registration=True):
         'in the manual directory.'
     )
 
-    def _features(self):
-        return vqa_features()
-
     def _readers(self, manual_dir):
         return {
             split: functools.partial(
@@ -449,9 +326,6 @@ class Gqa(_TextBuilder, skip_registration=True):
     name = 'gqa'
     MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put <split>_balanced_questions.json in the manual directory.'
 
-    def _features(self):
-        return gqa_features()
-
     def _readers(self, manual_dir):
         return {
             split: functools.partial(formats.read_gqa, path, image_index=self.image_index)
@@ -464,9 +338,6 @@ class Nlvr2(_TextBuilder, skip_registration=True):
 
     name = 'nlvr2'
     MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put train.json, dev.json, test1.json in the manual directory.'
-
-    def _features(self):
-        return nlvr2_features()
 
     def _readers(self, manual_dir):
         return {

@@ -1,9 +1,9 @@
-"""Built datasets (`python -m semvlp_jax.data.build`) as grain sources of image-text pairs.
+"""Built datasets (`python -m semvlp_jax.data.build`) as random-access sources of records.
 
-A pair is `{'image_id': str, 'text': str, 'answers': tuple[str, ...]}`: a caption has no
-answers; a VQA question has its ten annotator answers and a GQA question its one answer, all
-normalised the way the official VQA evaluator normalises them (one answer space for both). Region features are not in the pair: they
-are joined by image id (`regions.RegionStore`) when the example is built.
+`records(data_dir, name, split)` reads one split as the dataset's record type
+(`records.RECORD_TYPES[name]`: a `CaptionRecord`, `VqaRecord`, ... with text as str and ids as
+strings), a source for `grain.MapDataset.source`. Region features are not in the text records:
+they are joined by image id (`regions.RegionStore`) when the example is built.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
-from collections.abc import Callable
+from typing import Any
 
-import grain
 from absl import logging
 
 from semvlp_jax.data import builders
+from semvlp_jax.data import records as records_lib
 from semvlp_jax.evaluators.vqa_eval import normalize_answer
 
 CAPTION_DATASETS = ('coco_captions', 'caption_records', 'karpathy')
@@ -24,44 +24,26 @@ QUESTION_DATASETS = ('vqa_v2', 'gqa')
 PAIR_DATASETS = CAPTION_DATASETS + QUESTION_DATASETS
 
 
-def _text(value: bytes) -> str:
-    return value.decode('utf-8')
+class Records:
+    """The records of one split: `len(source)`, `source[i]` -> the i-th record, decoded.
+
+    `stored` is the tfds data source of the stored dicts (`__len__`, `__getitem__`)."""
+
+    def __init__(self, stored: Any, record_type: type):
+        self.stored = stored
+        self.record_type = record_type
+
+    def __len__(self) -> int:
+        return len(self.stored)
+
+    def __getitem__(self, index: int) -> records_lib.Record:
+        return records_lib.from_stored(self.record_type, self.stored[index])
+
+    def __repr__(self) -> str:
+        return f'Records({self.record_type.__name__}, {len(self)} records)'
 
 
-def _caption(record: dict) -> dict:
-    return {'image_id': _text(record['image_id']), 'text': _text(record['caption']), 'answers': ()}
-
-
-def _vqa_question(record: dict) -> dict:
-    return {
-        'image_id': _text(record['image_id']),
-        'text': _text(record['question']),
-        'answers': tuple(normalize_answer(_text(a)) for a in record['answers']),
-    }
-
-
-def _gqa_question(record: dict) -> dict:
-    answer = normalize_answer(_text(record['answer']))
-    return {
-        'image_id': _text(record['image_id']),
-        'text': _text(record['question']),
-        'answers': (answer,) if answer else (),
-    }
-
-
-TO_PAIR: dict[str, Callable[[dict], dict]] = {
-    **{name: _caption for name in CAPTION_DATASETS},
-    'vqa_v2': _vqa_question,
-    'gqa': _gqa_question,
-}
-
-# Fields naming a record's image(s), where not `image_id`.
-IMAGE_FIELDS = {'nlvr2': ('left_image_id', 'right_image_id')}
-# The field of each dataset that names the answer used to build a vocabulary.
-ANSWER_FIELD = {'vqa_v2': 'multiple_choice_answer', 'gqa': 'answer'}
-
-
-def records(data_dir: str, name: str, split: str):
+def records(data_dir: str, name: str, split: str) -> Records:
     """The random-access records of one split of a built dataset."""
     builder = builders.open_dataset(name, data_dir)
     if split not in builder.info.splits:
@@ -69,16 +51,7 @@ def records(data_dir: str, name: str, split: str):
             f'dataset {name} in {data_dir} has no split {split!r}; it has '
             f'{sorted(builder.info.splits)}'
         )
-    return builder.as_data_source(split)
-
-
-def pairs(data_dir: str, name: str, split: str) -> grain.MapDataset:
-    if name not in TO_PAIR:
-        raise ValueError(
-            f'dataset {name!r} has no image-text pairs for pre-training; '
-            f'expected one of {sorted(TO_PAIR)}'
-        )
-    return grain.MapDataset.source(records(data_dir, name, split)).map(TO_PAIR[name])
+    return Records(builder.as_data_source(split), records_lib.RECORD_TYPES[name])
 
 
 @dataclasses.dataclass
@@ -91,17 +64,18 @@ class Scan:
 
 def scan(data_dir: str, name: str, split: str) -> Scan:
     """Reads every record of a split once (before training: a question whose image has no
-    features must fail now, not hours in)."""
+    features must fail now, not hours in). Answers are each question's one answer
+    (`multiple_choice_answer` of VQA, `answer` of GQA), normalised the way the official VQA
+    evaluator normalises them (one answer space for both); other datasets have none."""
     start = time.time()
     source = records(data_dir, name, split)
-    image_fields = IMAGE_FIELDS.get(name, ('image_id',))
-    answer_field = ANSWER_FIELD.get(name)
     image_ids, answers = set(), collections.Counter()
     for index in range(len(source)):
         record = source[index]
-        image_ids.update(_text(record[f]) for f in image_fields)
-        if answer_field:
-            answers[normalize_answer(_text(record[answer_field]))] += 1
+        image_ids.update(record.image_ids)
+        answer = _answer(record)
+        if answer is not None:
+            answers[normalize_answer(answer)] += 1
     logging.info(
         'Scanned %s:%s: %d records, %d images in %.1fs',
         name,
@@ -111,3 +85,11 @@ def scan(data_dir: str, name: str, split: str) -> Scan:
         time.time() - start,
     )
     return Scan(image_ids, answers)
+
+
+def _answer(record: records_lib.Record) -> str | None:
+    if isinstance(record, records_lib.VqaRecord):
+        return record.multiple_choice_answer
+    if isinstance(record, records_lib.GqaRecord):
+        return record.answer
+    return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 INDEX_FILE = 'image_ids.txt'  # one id per line, in the order of the dataset's records
@@ -75,10 +75,6 @@ class ImageIndex:
                 '`python -m semvlp_jax.data.build`, which writes it'
             )
         return cls(path.read_text(encoding='utf-8').splitlines())
-
-    @classmethod
-    def from_ids(cls, image_ids: Iterable[str]) -> ImageIndex:
-        return cls(list(image_ids))
 
 
 def _number(image_id: str) -> int | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import pathlib
 from collections.abc import Callable, Iterator, Sequence
 
@@ -20,19 +19,16 @@ import grain
 import ml_collections
 import numpy as np
 
-from semvlp_jax.data import datasets, masking, synthetic, synthetic_tasks
+from semvlp_jax.data import datasets, masking, synthetic
 from semvlp_jax.data.answers import answer_scores
-from semvlp_jax.data.regions import RegionStore
-from semvlp_jax.data.tokenizers import (
-    Tokenizer,
-    load_or_train_sentencepiece,
-    load_tokenizer,
-    write_atomically,
-)
-from semvlp_jax.models.semvlp import DataDims
-
-# Scenes used to train the synthetic tokenizer: enough to see every word of the grammar.
-TOKENIZER_CORPUS_SCENES = 2000
+from semvlp_jax.data.dims import DataDims, data_dims
+from semvlp_jax.data.images import region_store
+from semvlp_jax.data.records import CaptionRecord, GqaRecord, VqaRecord
+from semvlp_jax.data.tokenizers import Tokenizer
+from semvlp_jax.data.vocabularies import fixed_answers, run_tokenizer
+from semvlp_jax.errors import ConfigError
+from semvlp_jax.evaluators.vqa_eval import normalize_answer
+from semvlp_jax.workdir import RunDir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,9 +130,9 @@ class SceneExample:
         return self.make(text, scores, is_question, scene, rng)
 
 
-class PairExample:
-    """grain random-map transform: image-text pair of a built dataset (`datasets.pairs`) + rng
-    -> one pre-training example, with the image's regions joined from the region store."""
+class RecordExample:
+    """grain random-map transform: a caption or question record of a built dataset + rng -> one
+    pre-training example, with the image's regions joined from the region store."""
 
     def __init__(
         self,
@@ -149,36 +145,28 @@ class PairExample:
         self.answer_index = {a: i for i, a in enumerate(answers)}
         self.images = images
 
-    def __call__(self, pair: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        is_question = bool(pair['answers'])
-        scores = answer_scores(pair['answers'], self.answer_index)
-        return self.make(pair['text'], scores, is_question, self.images(pair['image_id']), rng)
+    def __call__(
+        self, record: CaptionRecord | VqaRecord | GqaRecord, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        text, answers = pretraining_text(record)
+        scores = answer_scores(answers, self.answer_index)
+        return self.make(text, scores, bool(answers), self.images(record.image_id), rng)
+
+
+def pretraining_text(record: CaptionRecord | VqaRecord | GqaRecord) -> tuple[str, tuple[str, ...]]:
+    """(text, answers) of a record: a caption has no answers; a VQA question its ten annotator
+    answers and a GQA question its one answer, all normalised the way the official VQA evaluator
+    normalises them (one answer space for both)."""
+    if isinstance(record, CaptionRecord):
+        return record.caption, ()
+    if isinstance(record, VqaRecord):
+        return record.question, tuple(normalize_answer(a) for a in record.answers)
+    answer = normalize_answer(record.answer)
+    return record.question, (answer,) if answer else ()
 
 
 def _at(labels: np.ndarray, masked: masking.Masked) -> np.ndarray:
     return np.where(masked.weights > 0, labels[masked.positions], -1).astype(np.int32)
-
-
-class CachedScenes:
-    """Keeps every scene once generated, so epochs after the first skip scene generation.
-
-    Generating a synthetic scene costs more than turning it into an example; a split of 20k
-    scenes takes about 60 MB.
-    """
-
-    def __init__(self, scenes: synthetic.SyntheticScenes):
-        self._scenes = scenes
-        self._cache: dict[int, dict] = {}
-        self.config, self.split = scenes.config, scenes.split
-
-    def __len__(self) -> int:
-        return len(self._scenes)
-
-    def __getitem__(self, index: int) -> dict:
-        scene = self._cache.get(index)
-        if scene is None:
-            scene = self._cache[index] = self._scenes[index]
-        return scene
 
 
 @dataclasses.dataclass
@@ -187,28 +175,6 @@ class PretrainingData:
     val: list[dict[str, np.ndarray]]  # fixed batches: the same examples and masks at every eval
     dims: DataDims
     tokenizer: Tokenizer
-
-
-def synthetic_config(data: ml_collections.ConfigDict) -> synthetic.SyntheticConfig:
-    return synthetic.SyntheticConfig(
-        seed=data.seed,
-        num_regions=data.num_regions,
-        feature_dim=data.feature_dim,
-        min_objects=data.min_objects,
-        max_objects=data.max_objects,
-        feature_noise=data.feature_noise,
-        render_pixels=False,
-    )
-
-
-def synthetic_tokenizer(data: ml_collections.ConfigDict, path: pathlib.Path) -> Tokenizer:
-    """The sentencepiece model at `path`; trained there at first use on every text of the
-    synthetic tasks (pre-training and downstream share one vocabulary)."""
-    return load_or_train_sentencepiece(
-        path,
-        lambda: synthetic_tasks.text_corpus(synthetic_config(data), TOKENIZER_CORPUS_SCENES),
-        vocab_size=data.vocab_size,
-    )
 
 
 def process_share(
@@ -229,6 +195,44 @@ def process_share(
     return grain.MapDataset.range(length).map(lambda i: examples[global_index(i)])
 
 
+def local_batches(
+    examples: grain.MapDataset, batch_size: int, process_index: int, process_count: int
+) -> grain.MapDataset:
+    """This process's rows of each global batch of `batch_size`, batched (the last partial
+    batch dropped)."""
+    local_rows = process_share(examples, batch_size, process_index, process_count)
+    return local_rows.batch(batch_size // process_count, drop_remainder=True)
+
+
+def iterate(batches: grain.MapDataset, reader_threads: int) -> Iterator[dict[str, np.ndarray]]:
+    """A checkpointable grain iterator over `batches`, read ahead by `reader_threads` threads."""
+    read = grain.ReadOptions(num_threads=reader_threads, prefetch_buffer_size=4)
+    return iter(batches.to_iter_dataset(read))
+
+
+def shuffled_batches(
+    source: Sequence,
+    to_example: Callable,
+    *,
+    batch_size: int,
+    seed: int,
+    reader_threads: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Endless batches of `to_example(element, rng)` over `source` shuffled anew every epoch:
+    this process's rows of each global batch (`batch_size` examples)."""
+    examples = (
+        grain.MapDataset.source(source)
+        .shuffle(seed=seed)
+        .repeat()
+        .random_map(to_example, seed=seed)
+    )
+    return iterate(
+        local_batches(examples, batch_size, process_index, process_count), reader_threads
+    )
+
+
 def synthetic_pretraining(
     data: ml_collections.ConfigDict,
     workdir: str | pathlib.Path,
@@ -241,79 +245,26 @@ def synthetic_pretraining(
     """The embedded synthetic dataset (`config.data`) as pre-training input.
 
     `batch_size` is the global batch; each process gets its `batch_size / process_count` rows of
-    every batch (see `process_share`). The tokenizer is trained on the synthetic captions at
-    first use and cached in workdir.
+    every batch (see `process_share`). The tokenizer is trained on the synthetic texts at first
+    use and kept in the workdir.
     """
-    scenes_config = synthetic_config(data)
-    tokenizer = synthetic_tokenizer(data, pathlib.Path(workdir) / 'tokenizer' / 'synthetic.model')
+    scenes = synthetic.SyntheticConfig.from_data(data)
+    tokenizer = run_tokenizer(data, workdir)
     to_example = SceneExample(tokenizer, synthetic.ANSWERS, data)
-
-    train = (
-        grain.MapDataset.source(
-            CachedScenes(synthetic.SyntheticScenes(scenes_config, 'train', data.num_train))
-        )
-        .shuffle(seed=seed)
-        .repeat()
-        .random_map(to_example, seed=seed)
+    shares = dict(process_index=process_index, process_count=process_count)
+    train = shuffled_batches(
+        synthetic.CachedScenes(synthetic.SyntheticScenes(scenes, 'train', data.num_train)),
+        to_example,
+        batch_size=batch_size,
+        seed=seed,
+        reader_threads=data.reader_threads,
+        **shares,
     )
     val = grain.MapDataset.source(
-        synthetic.SyntheticScenes(scenes_config, 'val', data.num_val)
+        synthetic.SyntheticScenes(scenes, 'val', data.num_val)
     ).random_map(to_example, seed=seed + 1)
-    dims = DataDims(
-        vocab_size=tokenizer.vocab_size,
-        max_text_len=data.max_text_len,
-        visual_feature_dim=data.feature_dim,
-        num_object_labels=len(synthetic.SHAPES),
-        num_attribute_labels=len(synthetic.COLOURS),
-        num_answers=len(synthetic.ANSWERS),
-    )
-    return _batched(train, val, tokenizer, dims, data, batch_size, process_index, process_count)
-
-
-def tokenizer_of_run(data: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Tokenizer:
-    """The tokenizer a run reads text with, kept in WORKDIR/tokenizer/.
-
-    Synthetic data: the word model trained on the synthetic texts at first use. Built datasets:
-    `data.tokenizer.path` (a sentencepiece `.model` or a BERT `vocab.txt`, by
-    `data.tokenizer.kind`), copied into the workdir at the first start so that a resumed run
-    reads text as it started even if the original file changes.
-    """
-    directory = pathlib.Path(workdir) / 'tokenizer'
-    if data.name == 'synthetic':
-        return synthetic_tokenizer(data, directory / 'synthetic.model')
-    source = pathlib.Path(data.tokenizer.path)
-    copy = directory / source.name
-    if not copy.exists():
-        if not source.is_file():
-            raise FileNotFoundError(
-                f'config.data.tokenizer.path={str(source)!r}: no such file (train one with '
-                '`python -m semvlp_jax.data.train_tokenizer`)'
-            )
-        write_atomically(copy, source.read_bytes())  # processes sharing a workdir race here
-    return load_tokenizer(data.tokenizer.kind, copy)
-
-
-def answer_vocabulary(counts: collections.Counter, min_count: int, key: str) -> list[str]:
-    """Answers seen at least `min_count` (the value of config key `key`) times, most frequent
-    first (ties alphabetical)."""
-    kept = [answer for answer, count in counts.items() if count >= min_count]
-    if not kept:
-        raise ValueError(
-            f'config.{key}={min_count}: no training answer is that frequent '
-            f'(the most frequent is seen {max(counts.values(), default=0)} times)'
-        )
-    return sorted(kept, key=lambda answer: (-counts[answer], answer))
-
-
-def region_store(data: ml_collections.ConfigDict) -> RegionStore:
-    return RegionStore(
-        data.data_dir,
-        data.regions,
-        num_regions=data.num_regions,
-        feature_dim=data.feature_dim,
-        num_object_labels=data.num_object_labels,
-        num_attribute_labels=data.num_attribute_labels,
-    )
+    val = list(local_batches(val, batch_size, **shares))
+    return PretrainingData(train, val, data_dims(data, tokenizer.vocab_size), tokenizer)
 
 
 def built_pretraining(
@@ -336,8 +287,7 @@ def built_pretraining(
     written to WORKDIR/answers.json at the first start and read back on resume. Validation is
     the first `eval_examples` of the same mixture over each source's `val_split`.
     """
-    workdir = pathlib.Path(workdir)
-    tokenizer = tokenizer_of_run(data, workdir)
+    tokenizer = run_tokenizer(data, workdir)
     images = region_store(data)
     names = sorted(data.sources)
     scans = {}
@@ -348,73 +298,35 @@ def built_pretraining(
                 where = f'config.data.sources.{name}.{key}={split!r}'
                 scans[name, key] = datasets.scan(data.data_dir, name, split)
                 images.check_ids(scans[name, key].image_ids, where)
-    answers = _answers(
-        workdir,
-        data,
+    answers = fixed_answers(
+        RunDir(workdir).pretraining_answers,
         sum((scans[n, 'split'].answers for n in names), collections.Counter()),
+        data.answer_min_count,
+        'data.answer_min_count',
         is_writer=process_index == 0,
     )
-    to_example = PairExample(tokenizer, answers, data, images)
-    weights = [data.sources[name].weight for name in names]
-    train = grain.MapDataset.mix(
-        [
-            datasets.pairs(data.data_dir, name, data.sources[name].split)
-            .shuffle(seed=seed + i)
-            .repeat()
-            for i, name in enumerate(names)
-        ],
-        weights,
-    ).random_map(to_example, seed=seed)
-    val_names = [name for name in names if data.sources[name].get('val_split')]
-    if not val_names:
-        raise ValueError('config.data.sources: no source has a val_split to evaluate on')
-    val = grain.MapDataset.mix(
-        [datasets.pairs(data.data_dir, n, data.sources[n].val_split) for n in val_names],
-        [data.sources[name].weight for name in val_names],
-    )
+    to_example = RecordExample(tokenizer, answers, data, images)
+
+    def mixture(key: str, shuffled: bool) -> grain.MapDataset:
+        used = [name for name in names if data.sources[name].get(key)]
+        sources = []
+        for i, name in enumerate(used):
+            source = grain.MapDataset.source(
+                datasets.records(data.data_dir, name, data.sources[name][key])
+            )
+            sources.append(source.shuffle(seed=seed + i).repeat() if shuffled else source)
+        return grain.MapDataset.mix(sources, [data.sources[name].weight for name in used])
+
+    shares = dict(process_index=process_index, process_count=process_count)
+    train = mixture('split', shuffled=True).random_map(to_example, seed=seed)
+    train = iterate(local_batches(train, batch_size, **shares), data.reader_threads)
+    val = mixture('val_split', shuffled=False)
     if len(val) < eval_examples:
-        raise ValueError(
+        raise ConfigError(
             f'config.eval_batches x config.batch_size = {eval_examples} validation examples, but '
             f'the val_split mixture of config.data.sources has {len(val)}'
         )
     val = val[:eval_examples].random_map(to_example, seed=seed + 1)
-    dims = DataDims(
-        vocab_size=tokenizer.vocab_size,
-        max_text_len=data.max_text_len,
-        visual_feature_dim=data.feature_dim,
-        num_object_labels=data.num_object_labels,
-        num_attribute_labels=data.num_attribute_labels,
-        num_answers=len(answers),
-    )
-    return _batched(train, val, tokenizer, dims, data, batch_size, process_index, process_count)
-
-
-def _answers(workdir, data, counts, *, is_writer: bool) -> list[str]:
-    """The QA answer list, fixed at the first start: the answer head's rows are indexed by it,
-    so a resumed run must not recount it from data that may have been rebuilt."""
-    path = workdir / 'answers.json'
-    if path.exists():
-        return json.loads(path.read_text())
-    answers = (
-        answer_vocabulary(counts, data.answer_min_count, 'data.answer_min_count') if counts else []
-    )
-    if is_writer:
-        write_atomically(path, json.dumps(answers).encode())
-    return answers
-
-
-def _batched(
-    train, val, tokenizer, dims, data, batch_size, process_index, process_count
-) -> PretrainingData:
-    """This process's rows of each global batch, batched (the last partial one dropped)."""
-    local_batch = batch_size // process_count
-    train, val = (
-        process_share(ds, batch_size, process_index, process_count).batch(
-            local_batch, drop_remainder=True
-        )
-        for ds in (train, val)
-    )
-    read = grain.ReadOptions(num_threads=data.reader_threads, prefetch_buffer_size=4)
-    return PretrainingData(
-        train=iter(train.to_iter_dataset(read)), val=list(val), dims=dims, tokenizer=tokenizer
-    )
+    val = list(local_batches(val, batch_size, **shares))
+    dims = data_dims(data, tokenizer.vocab_size, num_answers=len(answers))
+    return PretrainingData(train, val, dims, tokenizer)

@@ -12,8 +12,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from semvlp_jax.data import builders
+from semvlp_jax.data import builders, datasets
 from semvlp_jax.data.image_index import ImageIndex
+from semvlp_jax.data.records import RegionRecord
+from semvlp_jax.errors import ConfigError
 
 # How many unknown ids an error lists before it only counts the rest.
 _LISTED = 5
@@ -21,7 +23,10 @@ _LISTED = 5
 
 class RegionStore:
     """`store(image_id) -> {region_features, region_boxes, region_mask, object_labels,
-    attribute_labels}` for one image, padded to `num_regions`."""
+    attribute_labels}` for one image, padded to `num_regions`.
+
+    Sizes that disagree with the config (`feature_dim`, the label counts) raise `ConfigError`,
+    checked on the first record when the store opens and on every record read."""
 
     def __init__(
         self,
@@ -35,7 +40,7 @@ class RegionStore:
     ):
         builder = builders.open_dataset(name, data_dir)
         self.name = name
-        self.source = builder.as_data_source('images')
+        self.source = datasets.Records(builder.as_data_source(builders.REGION_SPLIT), RegionRecord)
         self.index = ImageIndex.read(builder.data_dir)
         self.num_regions = num_regions
         self.feature_dim = feature_dim
@@ -68,7 +73,7 @@ class RegionStore:
         if position is None:
             raise KeyError(f'{self.name}: {self.index.why_missing(str(image_id))}')
         record = self._record(position)
-        count = min(len(record['boxes']), self.num_regions)
+        count = min(len(record.boxes), self.num_regions)
         fields = {
             'region_features': np.zeros((self.num_regions, self.feature_dim), np.float32),
             'region_boxes': np.zeros((self.num_regions, 4), np.float32),
@@ -76,32 +81,32 @@ class RegionStore:
             'object_labels': np.full(self.num_regions, -1, np.int32),
             'attribute_labels': np.full(self.num_regions, -1, np.int32),
         }
-        fields['region_features'][:count] = record['features'][:count]
-        fields['region_boxes'][:count] = record['boxes'][:count]
+        fields['region_features'][:count] = record.features[:count]
+        fields['region_boxes'][:count] = record.boxes[:count]
         fields['region_mask'][:count] = 1
-        fields['object_labels'][:count] = record['objects'][:count]
-        fields['attribute_labels'][:count] = record['attributes'][:count]
+        fields['object_labels'][:count] = record.objects[:count]
+        fields['attribute_labels'][:count] = record.attributes[:count]
         return fields
 
-    def _record(self, position: int) -> dict:
+    def _record(self, position: int) -> RegionRecord:
         record = self.source[position]
-        image_id = record['image_id'].decode()
+        image_id = record.image_id
         if image_id != self.index.image_ids[position]:
             raise ValueError(
                 f'{self.name}: record {position} is image {image_id!r} but image_ids.txt says '
                 f'{self.index.image_ids[position]!r}; rebuild the dataset with --overwrite'
             )
-        dim = record['features'].shape[-1]
+        dim = record.features.shape[-1]
         if dim != self.feature_dim:
-            raise ValueError(
+            raise ConfigError(
                 f'{self.name}: image {image_id!r} has {dim}-dimensional features but '
                 f'config.data.feature_dim={self.feature_dim}'
             )
         for field, limit in self.label_limits.items():
-            labels = record[field]
+            labels = getattr(record, field)
             if labels.size and labels.max() >= limit:
                 key = 'num_object_labels' if field == 'objects' else 'num_attribute_labels'
-                raise ValueError(
+                raise ConfigError(
                     f'{self.name}: image {image_id!r} has {field} label {labels.max()} but '
                     f'config.data.{key}={limit}'
                 )

@@ -1,13 +1,13 @@
-"""The four downstream tasks on the synthetic scenes, written in the official file formats.
+"""The four downstream tasks on the synthetic scenes, as the records the real files give.
 
-Each function turns a split of `SyntheticScenes` into what the real dataset ships, so the
-fine-tuning pipeline reads synthetic and real data the same way and the local evaluators score
-both alike:
+Each function turns a split of `SyntheticScenes` into the records (`records.py`) that the readers
+of the real dataset produce, so tasks read synthetic and real data the same way and the local
+evaluators score both alike:
 
-  VQA v2     questions JSON {"questions": [...]} and annotations JSON {"annotations": [...]}
-  GQA        balanced questions JSON {question_id: {imageId, question, answer, types}}
-  NLVR2      jsonl records {identifier, sentence, label "True"/"False", images}
-  retrieval  Karpathy-style records {image_id, sentences: [5 captions]}
+  VQA v2     VqaRecord per question (ten annotator answers)
+  GQA        GqaRecord per question (one exact answer)
+  NLVR2      Nlvr2Record per sentence and image pair
+  retrieval  CaptionRecord per caption (five per image)
 
 NLVR2 statements are about two scenes. As in NLVR2, every sentence is judged against four image
 pairs (identifiers `split-set-pair-0`, pairs 0..3), so that consistency (all four right) can be
@@ -25,6 +25,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from semvlp_jax.data import synthetic
+from semvlp_jax.data.records import (
+    NLVR2_FALSE,
+    NLVR2_TRUE,
+    CaptionRecord,
+    GqaRecord,
+    Nlvr2Record,
+    VqaRecord,
+)
 
 # NLVR2: image pairs per sentence, and scenes per sentence set (two per pair).
 PAIRS_PER_SENTENCE = 4
@@ -45,13 +53,11 @@ def text_corpus(config: synthetic.SyntheticConfig, size: int) -> Iterator[str]:
     The tokenizer is word-level and keeps only words it sees often enough: a rare word (a large
     total, "exactly") would otherwise be unknown to every task that uses it.
     """
-    scenes = synthetic.SyntheticScenes(
-        dataclasses.replace(config, render_pixels=False), 'train', size
-    )
+    scenes = synthetic.SyntheticScenes(config, 'train', size)
     texts = list(synthetic.caption_corpus(config, size))
     for index in range(len(scenes)):
         texts += [question['answer'] for question in scenes[index]['questions']]
-    texts += [record['sentence'] for record in nlvr2(scenes, config.seed)[::PAIRS_PER_SENTENCE]]
+    texts += [record.sentence for record in nlvr2(scenes, config.seed)[::PAIRS_PER_SENTENCE]]
     yield from texts
     lexicon = {word for text in texts for word in text.replace('?', ' ').split()}
     lexicon |= {str(n) for n in range(2 * config.max_objects + 2)}
@@ -59,74 +65,61 @@ def text_corpus(config: synthetic.SyntheticConfig, size: int) -> Iterator[str]:
         yield from [word] * LEXICON_REPEATS
 
 
-def question_id(image_id: int, index: int) -> int:
-    return image_id * 10 + index
+def question_id(image_id: int, index: int) -> str:
+    return str(image_id * 10 + index)
 
 
-def vqa(scenes: synthetic.SyntheticScenes) -> tuple[dict, dict]:
-    """(questions JSON, annotations JSON) of every question of every scene, official VQA v2."""
-    questions, annotations = [], []
-    for index in range(len(scenes)):
-        scene = scenes[index]
-        for q, question in enumerate(scene['questions']):
-            qid = question_id(scene['image_id'], q)
-            questions.append(
-                {
-                    'image_id': scene['image_id'],
-                    'question': question['question'],
-                    'question_id': qid,
-                }
-            )
-            annotations.append(
-                {
-                    'question_id': qid,
-                    'image_id': scene['image_id'],
-                    'question_type': question['question_type'],
-                    'answer_type': question['answer_type'],
-                    # The official field: the most frequent of the ten answers.
-                    'multiple_choice_answer': collections.Counter(question['answers']).most_common(
-                        1
-                    )[0][0],
-                    'answers': [
-                        {'answer': answer, 'answer_confidence': 'yes', 'answer_id': i + 1}
-                        for i, answer in enumerate(question['answers'])
-                    ],
-                }
-            )
-    info = {'data_subtype': scenes.split, 'license': 'synthetic'}
-    return {**info, 'questions': questions}, {**info, 'annotations': annotations}
+def vqa(scenes: synthetic.SyntheticScenes) -> list[VqaRecord]:
+    """Every question of every scene, as VQA v2 records (ten annotator answers each)."""
+    return [
+        VqaRecord(
+            question_id=question_id(scene['image_id'], q),
+            image_id=str(scene['image_id']),
+            question=question['question'],
+            question_type=question['question_type'],
+            answer_type=question['answer_type'],
+            # The official field: the most frequent of the ten answers.
+            multiple_choice_answer=collections.Counter(question['answers']).most_common(1)[0][0],
+            answers=tuple(question['answers']),
+            answer_confidences=('yes',) * len(question['answers']),
+        )
+        for scene in _all(scenes)
+        for q, question in enumerate(scene['questions'])
+    ]
 
 
 # GQA's structural types: yes/no questions verify, the others query.
 _GQA_STRUCTURE = {'yes/no': 'verify', 'number': 'query', 'other': 'query'}
 
 
-def gqa(scenes: synthetic.SyntheticScenes) -> dict[str, dict]:
-    """Balanced-questions JSON: one exact answer per question (the scene's truth; GQA has no
+def gqa(scenes: synthetic.SyntheticScenes) -> list[GqaRecord]:
+    """Balanced-questions records: one exact answer per question (the scene's truth; GQA has no
     annotator noise)."""
-    out = {}
-    for index in range(len(scenes)):
-        scene = scenes[index]
-        for q, question in enumerate(scene['questions']):
-            out[str(question_id(scene['image_id'], q))] = {
-                'imageId': str(scene['image_id']),
-                'question': question['question'],
-                'answer': question['answer'],
-                'types': {
-                    'structural': _GQA_STRUCTURE[question['answer_type']],
-                    'detailed': question['question_type'],
-                },
-            }
-    return out
+    return [
+        GqaRecord(
+            question_id=question_id(scene['image_id'], q),
+            image_id=str(scene['image_id']),
+            question=question['question'],
+            answer=question['answer'],
+            structural=_GQA_STRUCTURE[question['answer_type']],
+        )
+        for scene in _all(scenes)
+        for q, question in enumerate(scene['questions'])
+    ]
 
 
-def captions(scenes: synthetic.SyntheticScenes, size: int | None = None) -> list[dict]:
-    """Karpathy-style records of the first `size` scenes: {image_id, sentences}."""
+def captions(scenes: synthetic.SyntheticScenes, size: int | None = None) -> list[CaptionRecord]:
+    """The captions of the first `size` scenes (all when None), image by image."""
     size = len(scenes) if size is None else size
     return [
-        {'image_id': scene['image_id'], 'sentences': list(scene['captions'])}
-        for scene in (scenes[i] for i in range(size))
+        CaptionRecord(image_id=str(scene['image_id']), caption=caption, caption_index=i)
+        for scene in (scenes[index] for index in range(size))
+        for i, caption in enumerate(scene['captions'])
     ]
+
+
+def _all(scenes) -> Iterator[dict]:
+    return (scenes[index] for index in range(len(scenes)))
 
 
 # --- NLVR2 ----------------------------------------------------------------------------------
@@ -219,7 +212,7 @@ _STATEMENTS = (
 )
 
 
-def nlvr2(scenes: synthetic.SyntheticScenes, seed: int) -> list[dict]:
+def nlvr2(scenes: synthetic.SyntheticScenes, seed: int) -> list[Nlvr2Record]:
     """NLVR2 records for the split: one sentence per set of SCENES_PER_SET scenes, judged on each
     of the set's PAIRS_PER_SENTENCE image pairs."""
     records = []
@@ -241,11 +234,12 @@ def nlvr2(scenes: synthetic.SyntheticScenes, seed: int) -> list[dict]:
         sentence, labels = best
         for p, ((left, right), label) in enumerate(zip(pairs, labels)):
             records.append(
-                {
-                    'identifier': f'{scenes.split}-{set_id}-{p}-0',
-                    'sentence': sentence,
-                    'label': str(label),
-                    'images': [left['image_id'], right['image_id']],
-                }
+                Nlvr2Record(
+                    identifier=f'{scenes.split}-{set_id}-{p}-0',
+                    sentence=sentence,
+                    label=NLVR2_TRUE if label else NLVR2_FALSE,
+                    left_image_id=str(left['image_id']),
+                    right_image_id=str(right['image_id']),
+                )
             )
     return records

@@ -5,7 +5,8 @@
         (--text FILE [FILE ...] | --dataset NAME --data_dir DIR [--splits train,val])
 
 --text reads files of one sentence a line (blank lines skipped). --dataset reads the text field
-of every record of a dataset built by `semvlp_jax.data.builders` (the captions of
+of every record (`semvlp_jax.data.records`) of a dataset built by `semvlp_jax.data.builders`
+(the captions of
 coco_captions / caption_records / karpathy, the questions of vqa_v2 / gqa, the sentences of
 nlvr2), by default of all its splits. The model has the special ids of every model trained here
 (pad=0, unk=1, [CLS]=2, [SEP]=3, [MASK]=4; see `tokenizers`); load it with
@@ -27,9 +28,10 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from semvlp_jax.data import records
 from semvlp_jax.data.tokenizers import SentencePieceTokenizer
 
-# The record field holding the text, by dataset name in `semvlp_jax.data.builders`.
+# The record field holding the text, by dataset name (`records.RECORD_TYPES`).
 TEXT_FIELDS = {
     'coco_captions': 'caption',
     'caption_records': 'caption',
@@ -81,31 +83,24 @@ def dataset_sentences(name: str, data_dir: Path, splits: Sequence[str] | None) -
             f'dataset {name} in {data_dir} has no split {", ".join(unknown)}; '
             f'it has {", ".join(available)}'
         )
-    field = TEXT_FIELDS[name]
-    return _records_text(builder, splits or available, field)
+    return _records_text(name, builder, splits or available)
 
 
-def _records_text(builder, splits: Sequence[str], field: str) -> Iterator[str]:
+def _records_text(name: str, builder, splits: Sequence[str]) -> Iterator[str]:
+    record_type, field = records.RECORD_TYPES[name], TEXT_FIELDS[name]
     for split in splits:
         source = builder.as_data_source(split)
         for index in range(len(source)):
-            record = source[index]
-            if field not in record:
+            stored = source[index]
+            try:
+                record = records.from_stored(record_type, stored)
+            except KeyError as error:  # built with another schema
                 raise CorpusError(
-                    f'record {index} of split {split} has no field {field!r}: {sorted(record)}'
-                )
-            for text in _texts(record[field]):
-                if text := text.strip():
-                    yield text
-
-
-def _texts(value) -> Iterable[str]:
-    """A record's text value: bytes or str, or a sequence of them (several captions)."""
-    if isinstance(value, bytes):
-        return [value.decode('utf-8')]
-    if isinstance(value, str):
-        return [value]
-    return [text for item in value for text in _texts(item)]
+                    f'record {index} of split {split} has no field {error}: {sorted(stored)}; '
+                    f'rebuild the dataset'
+                ) from None
+            if text := getattr(record, field).strip():
+                yield text
 
 
 class _Corpus:

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from semvlp_jax.evaluators.errors import PredictionsError, listing
+from semvlp_jax.evaluators.errors import PredictionsError, check_one_prediction_each
 
 
 def _normalise(answer: str) -> str:
@@ -71,12 +71,12 @@ def score(
     """
     if not questions:
         raise ValueError('no questions to score against')
-    missing = questions.keys() - predictions.keys()
-    if missing:
-        raise PredictionsError(f'no prediction for questions {listing(missing)}')
-    unknown = predictions.keys() - questions.keys()
-    if unknown:
-        raise PredictionsError(f'predictions for unknown questions {listing(unknown)}')
+    check_one_prediction_each(
+        predictions,
+        questions,
+        missing='no prediction for questions',
+        unknown='predictions for unknown questions',
+    )
 
     n_correct = 0
     by_type: dict[str, list[bool]] = collections.defaultdict(list)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from semvlp_jax.evaluators.errors import PredictionsError, listing
+from semvlp_jax.evaluators.errors import PredictionsError, check_one_prediction_each
 
 
 def parse_label(value) -> bool:
@@ -49,12 +49,12 @@ def score(predictions: Mapping[str, bool], labels: Mapping[str, bool]) -> dict[s
     if not labels:
         raise ValueError('no labels to score against')
     groups = {identifier: group_key(identifier) for identifier in labels}
-    missing = labels.keys() - predictions.keys()
-    if missing:
-        raise PredictionsError(f'no prediction for {listing(missing)}')
-    unknown = predictions.keys() - labels.keys()
-    if unknown:
-        raise PredictionsError(f'predictions for unknown identifiers {listing(unknown)}')
+    check_one_prediction_each(
+        predictions,
+        labels,
+        missing='no prediction for',
+        unknown='predictions for unknown identifiers',
+    )
 
     n_correct = 0
     group_ok: dict[str, bool] = collections.defaultdict(lambda: True)

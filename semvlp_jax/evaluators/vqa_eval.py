@@ -24,6 +24,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from semvlp_jax.evaluators.errors import PredictionsError, is_json_int
+
 RULES = ('current', 'legacy')
 NUM_GT_ANSWERS = 10
 
@@ -205,10 +207,6 @@ def _percent(values: Sequence[float]) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-class ResultsError(ValueError):
-    """A results file that cannot be scored against the annotations."""
-
-
 def _name(what: str, source: str | None) -> str:
     return f'{what} file {source}' if source else what
 
@@ -221,11 +219,6 @@ def _some(items: Sequence[Any], limit: int = 5) -> str:
         return shown
     more = ', ...' if len(unique) > limit else ''
     return f'{shown}{more} ({len(unique)} in all)'
-
-
-def _is_int(value: Any) -> bool:
-    # JSON true/false load as bool, which is an int subclass; they are not question ids.
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _annotation_table(
@@ -241,7 +234,7 @@ def _annotation_table(
 
     table: dict[int, dict] = {}
     for index, ann in enumerate(annotations['annotations']):
-        if not isinstance(ann, dict) or not _is_int(ann.get('question_id')):
+        if not isinstance(ann, dict) or not is_json_int(ann.get('question_id')):
             raise ValueError(f'{a_name}: annotation #{index} has no integer "question_id"')
         qid = ann['question_id']
         if qid in table:
@@ -263,7 +256,7 @@ def _annotation_table(
 
     question_ids = []
     for index, question in enumerate(questions['questions']):
-        if not isinstance(question, dict) or not _is_int(question.get('question_id')):
+        if not isinstance(question, dict) or not is_json_int(question.get('question_id')):
             raise ValueError(f'{q_name}: question #{index} has no integer "question_id"')
         question_ids.append(question['question_id'])
     only_questions = sorted(set(question_ids) - table.keys())
@@ -288,7 +281,7 @@ def _results_table(
     """Predicted answers by question id, after checking them against the annotated ids."""
     name = _name('results', source)
     if not isinstance(results, list):
-        raise ResultsError(f'{name}: expected a list of {{"question_id", "answer"}} records')
+        raise PredictionsError(f'{name}: expected a list of {{"question_id", "answer"}} records')
 
     malformed, bad_ids, bad_answers, repeated, unknown = [], [], [], [], []
     answers: dict[int, str] = {}
@@ -297,7 +290,7 @@ def _results_table(
             malformed.append(index)
             continue
         qid = record['question_id']
-        if not _is_int(qid):
+        if not is_json_int(qid):
             bad_ids.append(qid)
             continue
         if not isinstance(record['answer'], str):
@@ -309,25 +302,25 @@ def _results_table(
         answers[qid] = record['answer']
 
     if malformed:
-        raise ResultsError(
+        raise PredictionsError(
             f'{name}: records that are not objects with "question_id" and "answer", '
             f'at positions: {_some(malformed)}'
         )
     if bad_ids:
-        raise ResultsError(f'{name}: question ids that are not integers: {_some(bad_ids)}')
+        raise PredictionsError(f'{name}: question ids that are not integers: {_some(bad_ids)}')
     if bad_answers:
-        raise ResultsError(
+        raise PredictionsError(
             f'{name}: answers that are not strings, question ids: {_some(bad_answers)}'
         )
     if repeated:
-        raise ResultsError(f'{name}: question ids answered more than once: {_some(repeated)}')
+        raise PredictionsError(f'{name}: question ids answered more than once: {_some(repeated)}')
     if unknown:
-        raise ResultsError(
+        raise PredictionsError(
             f'{name}: unknown question ids (not in the annotations): {_some(unknown)}'
         )
     missing = [qid for qid in known_ids if qid not in answers]
     if missing:
-        raise ResultsError(
+        raise PredictionsError(
             f'{name}: annotated questions missing from the results, question ids: {_some(missing)}'
         )
     return answers

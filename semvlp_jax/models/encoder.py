@@ -67,6 +67,11 @@ class CrossAttention(nnx.Module):
         )
 
 
+# Module types that only the two-stream mode reads (`EncoderLayer.single` skips them): the
+# optimizer finds them in the model and gives their parameters no update in a single-stream step.
+TWO_STREAM_ONLY: tuple[type[nnx.Module], ...] = (CrossAttention,)
+
+
 class EncoderLayer(nnx.Module):
     def __init__(
         self,
@@ -129,7 +134,7 @@ class SharedEncoder(nnx.Module):
     `scan_layers=True`: the bottom L-K and the top K layers are two stacks whose parameters have a
     leading `layers` axis (`encoder/stacks/<j>/...`), each run by one `nnx.scan`, so compile time
     and program size stay flat as depth grows. Both layouts compute the same function;
-    `stack_layers` converts parameters from the first layout to the second.
+    `stack_layers` converts parameters from the first layout to the second, `unstack_layers` back.
     """
 
     def __init__(
@@ -147,12 +152,7 @@ class SharedEncoder(nnx.Module):
         remat: str = 'none',
         scan_layers: bool = False,
     ):
-        if not 1 <= num_cross_layers <= num_layers:
-            raise ValueError(
-                f'num_cross_layers={num_cross_layers} must be in 1..num_layers={num_layers}'
-            )
-        if remat not in REMAT_POLICIES:
-            raise ValueError(f'remat={remat!r}; expected one of {sorted(REMAT_POLICIES)}')
+        # 1 <= num_cross_layers <= num_layers and a known remat policy: config_checks.validate.
         self.remat = remat
         self.num_unimodal_layers = num_layers - num_cross_layers
 
@@ -196,7 +196,7 @@ class SharedEncoder(nnx.Module):
         cross-attention): exactly what the two-stream mode computes there. K = L gives `x`."""
 
         def step(layer, x, rngs):
-            return layer.feed_forward(layer.self_attention(x, x, mask, rngs), rngs)
+            return layer.single(x, mask, rngs)
 
         x, _ = self._run(step, x, rngs, bottom_only=True)
         return x
@@ -291,3 +291,17 @@ def stack_layers(encoder_params: dict, num_layers: int, num_cross_layers: int) -
         first += size
     rest = {k: v for k, v in encoder_params.items() if k != 'layers'}
     return {**rest, 'stacks': stacks}
+
+
+def unstack_layers(encoder_params: dict) -> dict:
+    """Encoder parameters in the scanned layout (`stacks/<j>/...`) -> the unrolled one: the
+    inverse of `stack_layers`. The stacks' sizes are their leaves' leading axis."""
+    layers, first = {}, 0
+    for j in sorted(encoder_params['stacks']):
+        stack = encoder_params['stacks'][j]
+        size = jax.tree.leaves(stack)[0].shape[0]
+        for i in range(size):
+            layers[first + i] = jax.tree.map(lambda leaf, i=i: leaf[i], stack)
+        first += size
+    rest = {k: v for k, v in encoder_params.items() if k != 'stacks'}
+    return {**rest, 'layers': layers}

@@ -87,31 +87,36 @@ class MatchingHead(nnx.Module):
         return self.classifier(pooled).astype(jnp.float32)
 
 
-class AnswerHead(nnx.Module):
-    """LXMERT answer classifier: dense(2h) + GELU + LN + dense(num_answers) on the pooled output."""
+class Classifier(nnx.Module):
+    """LXMERT's classifier: dense(2h) + GELU + LayerNorm + dense(num_classes), f32 logits.
+
+    `AnswerHead` and `PairHead` are this one structure with their own input and output sizes;
+    they are separate classes so that objectives can name the head they read.
+    """
+
+    def __init__(self, in_features: int, hidden_size: int, num_classes: int, *, rngs: nnx.Rngs):
+        self.expand = dense(in_features, 2 * hidden_size, ('embed', 'mlp'), rngs=rngs)
+        self.norm = layer_norm(2 * hidden_size, rngs=rngs)
+        self.classifier = dense(2 * hidden_size, num_classes, ('mlp', 'classes'), rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = self.norm(jax.nn.gelu(self.expand(x), approximate=False))
+        return self.classifier(h).astype(jnp.float32)
+
+
+class AnswerHead(Classifier):
+    """Answer logits [batch, num_answers] from the pooled output [batch, hidden]."""
 
     def __init__(self, hidden_size: int, num_answers: int, *, rngs: nnx.Rngs):
-        self.expand = dense(hidden_size, 2 * hidden_size, ('embed', 'mlp'), rngs=rngs)
-        self.norm = layer_norm(2 * hidden_size, rngs=rngs)
-        self.classifier = dense(2 * hidden_size, num_answers, ('mlp', 'classes'), rngs=rngs)
-
-    def __call__(self, pooled: jax.Array) -> jax.Array:
-        h = self.norm(jax.nn.gelu(self.expand(pooled), approximate=False))
-        return self.classifier(h).astype(jnp.float32)
+        super().__init__(hidden_size, hidden_size, num_answers, rngs=rngs)
 
 
-class PairHead(nnx.Module):
-    """NLVR2 classifier: the pooled outputs of the sentence with each of its images, concatenated
-    ([batch, images * hidden]), through dense + GELU + LN + dense(2) (index 1 = true)."""
+class PairHead(Classifier):
+    """NLVR2: 2-way logits (index 1 = true) from the pooled outputs of the sentence with each of
+    its images, concatenated ([batch, images * hidden])."""
 
     def __init__(self, hidden_size: int, images: int, *, rngs: nnx.Rngs):
-        self.expand = dense(images * hidden_size, 2 * hidden_size, ('embed', 'mlp'), rngs=rngs)
-        self.norm = layer_norm(2 * hidden_size, rngs=rngs)
-        self.classifier = dense(2 * hidden_size, 2, ('mlp', 'classes'), rngs=rngs)
-
-    def __call__(self, pooled_per_image: jax.Array) -> jax.Array:
-        h = self.norm(jax.nn.gelu(self.expand(pooled_per_image), approximate=False))
-        return self.classifier(h).astype(jnp.float32)
+        super().__init__(images * hidden_size, hidden_size, 2, rngs=rngs)
 
 
 # CLIP's cap on the learnt inverse temperature: beyond it the contrastive logits saturate.

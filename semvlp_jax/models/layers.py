@@ -73,6 +73,7 @@ class Attention(nnx.Module):
     """Multi-head attention of `queries` over `context`, with residual and post-LayerNorm.
 
     Used both as self-attention (context = queries) and as the pluggable cross-attention block.
+    `hidden_size` must divide by `num_heads` (config_checks says so before anything is built).
     """
 
     def __init__(
@@ -84,8 +85,6 @@ class Attention(nnx.Module):
         rngs: nnx.Rngs,
         dtype: jnp.dtype = jnp.float32,
     ):
-        if hidden_size % num_heads:
-            raise ValueError(f'hidden_size={hidden_size} is not divisible by num_heads={num_heads}')
         self.num_heads = num_heads
         self.query = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs, dtype=dtype)
         self.key = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs, dtype=dtype)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from semvlp_jax.data.dims import DataDims
 from semvlp_jax.models.embeddings import VISUAL_EMBEDDINGS, TextEmbeddings
 from semvlp_jax.models.encoder import Mode, SharedEncoder
 from semvlp_jax.models.heads import (
@@ -25,22 +26,6 @@ from semvlp_jax.models.heads import (
     Pooler,
 )
 from semvlp_jax.models.layers import masked_mean
-
-# Parameter subtrees that only the two-stream mode reads: the pluggable cross-attention blocks.
-TWO_STREAM_ONLY = 'cross_attention'
-
-
-@dataclasses.dataclass(frozen=True)
-class DataDims:
-    """Sizes the model takes from the data rather than from the config."""
-
-    vocab_size: int
-    max_text_len: int
-    visual_feature_dim: int
-    num_object_labels: int
-    num_attribute_labels: int
-    num_answers: int
-    images_per_example: int = 1  # NLVR2: 2 (one sentence, two images)
 
 
 @dataclasses.dataclass

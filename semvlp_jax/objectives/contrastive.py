@@ -12,11 +12,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
+from semvlp_jax.models.heads import ContrastiveHead
 from semvlp_jax.objectives.losses import weighted_mean
 from semvlp_jax.objectives.registry import register
 
 
-@register('itc', heads=('contrastive_head',))
+@register('itc', heads=(ContrastiveHead,))
 def image_text_contrastive(model, encoded, batch):
     """Only matched caption pairs take part: an ITM negative's image also sits in its own row, so
     it would be a duplicate column, and questions do not describe their image."""

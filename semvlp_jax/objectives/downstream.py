@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from semvlp_jax.models.heads import PairHead
 from semvlp_jax.objectives.losses import weighted_cross_entropy
 from semvlp_jax.objectives.registry import register
 
 
-@register('nlvr2', heads=('pair_head',))
+@register('nlvr2', heads=(PairHead,))
 def visual_reasoning(model, encoded, batch):
     """NLVR2: is the sentence true of the image pair? Cross-entropy on the pair head, which reads
     the pooled outputs of the sentence with each image, concatenated. Examples whose images an

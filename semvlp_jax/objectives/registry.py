@@ -3,32 +3,45 @@
 An objective is a pure function `(model, encoded, batch) -> (loss_terms, metrics)`: it applies
 the heads it needs to the encoder output and returns its loss as a tuple of `Ratio` terms (the
 objective's loss is the sum of their values) and a dict of `Ratio` metrics.
-Registering it also names the model heads (attribute names) it uses, so the optimizer knows which
-parameters a mode touches.
+Registering it also declares the head module classes it reads (`MaskedLanguageModelHead`, ...);
+the optimizer finds the model's top-level module of each class, so it knows which parameters a
+mode touches. The function itself reaches its heads as attributes (`model.mlm_head`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Protocol
 
 import jax
+from flax import nnx
 
-ObjectiveFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+from semvlp_jax.models.semvlp import Encoded, SemVLP
+from semvlp_jax.objectives.losses import Ratio
+
+LossTerms = tuple[Ratio, ...]
+Metrics = dict[str, Ratio]
+
+
+class ObjectiveFn(Protocol):
+    def __call__(
+        self, model: SemVLP, encoded: Encoded, batch: Mapping[str, jax.Array]
+    ) -> tuple[LossTerms, Metrics]: ...
 
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
     name: str
     fn: ObjectiveFn
-    heads: tuple[str, ...]
+    heads: tuple[type[nnx.Module], ...]  # classes of the model's top-level modules it reads
 
 
 OBJECTIVES: dict[str, Objective] = {}
 
 
-def register(name: str, *, heads: tuple[str, ...]):
-    """Decorator: `@register('mlm', heads=('mlm_head',))`."""
+def register(name: str, *, heads: tuple[type[nnx.Module], ...]):
+    """Decorator: `@register('mlm', heads=(MaskedLanguageModelHead,))`."""
 
     def wrap(fn: ObjectiveFn) -> ObjectiveFn:
         if name in OBJECTIVES:

@@ -10,6 +10,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
+from semvlp_jax.models.heads import (
+    AnswerHead,
+    MaskedLanguageModelHead,
+    MaskedObjectHead,
+    MatchingHead,
+)
 from semvlp_jax.objectives.losses import gather_positions, weighted_cross_entropy, weighted_mean
 from semvlp_jax.objectives.registry import register
 
@@ -18,7 +24,7 @@ def _matched(batch) -> jnp.ndarray:
     return batch['is_matched'].astype(jnp.float32)
 
 
-@register('mlm', heads=('mlm_head',))
+@register('mlm', heads=(MaskedLanguageModelHead,))
 def masked_language_modelling(model, encoded, batch):
     """Cross-entropy at masked text positions only; decoder tied to the word embeddings."""
     hidden = gather_positions(encoded.text, batch['mlm_positions'])
@@ -28,7 +34,7 @@ def masked_language_modelling(model, encoded, batch):
     return (loss,), {'mlm_accuracy': accuracy}
 
 
-@register('mop', heads=('object_head',))
+@register('mop', heads=(MaskedObjectHead,))
 def masked_object_prediction(model, encoded, batch):
     """At masked regions: L2 feature regression + object-label CE (+ attribute CE if labelled)."""
     predictions = model.object_head(gather_positions(encoded.image, batch['mop_positions']))
@@ -51,7 +57,7 @@ def masked_object_prediction(model, encoded, batch):
     return terms, metrics
 
 
-@register('itm', heads=('matching_head',))
+@register('itm', heads=(MatchingHead,))
 def image_text_matching(model, encoded, batch):
     """2-way classification of the pooled output: is this the caption's own image?
 
@@ -65,7 +71,7 @@ def image_text_matching(model, encoded, batch):
     return (loss,), {'itm_accuracy': accuracy}
 
 
-@register('qa', heads=('answer_head',))
+@register('qa', heads=(AnswerHead,))
 def image_question_answering(model, encoded, batch):
     """Binary cross-entropy against soft answer scores, for matched pairs whose text is a question.
 

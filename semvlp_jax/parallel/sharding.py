@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -52,10 +53,6 @@ def logical_to_mesh(logical: Sequence[str | None], rules: Rules) -> P:
     return P(*spec)
 
 
-def _path(path) -> str:
-    return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
-
-
 def param_specs(logical_specs: Any, shapes: Any, mesh: jax.sharding.Mesh, rules: Rules) -> Any:
     """Mesh PartitionSpecs for parameters, checking that every split dimension divides evenly.
 
@@ -67,8 +64,9 @@ def param_specs(logical_specs: Any, shapes: Any, mesh: jax.sharding.Mesh, rules:
         mesh_spec = logical_to_mesh(tuple(logical), rules)
         for dim, axis in zip(shape.shape, mesh_spec):
             if axis is not None and dim % mesh.shape[axis]:
+                name = jax.tree_util.keystr(path, simple=True, separator='/')
                 raise ValueError(
-                    f'parameter {_path(path)} {tuple(shape.shape)}: dimension {dim} '
+                    f'parameter {name} {tuple(shape.shape)}: dimension {dim} '
                     f'(logical axis {logical}) does not split over mesh axis {axis!r} of size '
                     f'{mesh.shape[axis]}; change config.parallel or the model size'
                 )
@@ -79,38 +77,30 @@ def param_specs(logical_specs: Any, shapes: Any, mesh: jax.sharding.Mesh, rules:
     )
 
 
-def state_shardings(mesh, abstract_state, specs) -> Any:
+def state_shardings(
+    mesh: jax.sharding.Mesh, abstract_state, specs: Any, *, tx: optax.GradientTransformation
+) -> Any:
     """NamedShardings for a TrainState: parameters per `specs`, each optimizer moment like its
     parameter, everything else (step, counters, Adam counts, RNG key) replicated.
 
-    A moment is recognised by its path ending in a parameter's path (optax keeps the parameter
-    tree inside its states) and having that parameter's shape.
+    `tx` is the optimizer that made `abstract_state.opt_state`; optax's `tree_map_params` finds
+    the copies of the parameter tree inside its state.
     """
     replicated = NamedSharding(mesh, P())
     is_spec = lambda x: isinstance(x, P)  # noqa: E731
     params = jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=is_spec)
-    by_path = {
-        _dict_keys(path): (leaf.shape, sharding)
-        for (path, leaf), sharding in zip(
-            jax.tree_util.tree_leaves_with_path(abstract_state.params), jax.tree.leaves(params)
-        )
-    }
-
-    def like_its_parameter(path, leaf):
-        keys = _dict_keys(path)
-        for start in range(len(keys)):
-            shape, sharding = by_path.get(keys[start:], (None, None))
-            if shape == leaf.shape:
-                return sharding
-        return replicated
-
-    opt_state = jax.tree_util.tree_map_with_path(like_its_parameter, abstract_state.opt_state)
+    # A group's moments hold MaskedNode where a parameter belongs to another group.
+    is_masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
+    opt_state = optax.tree_map_params(
+        tx,
+        lambda moment, sharding: moment if is_masked(moment) else sharding,
+        abstract_state.opt_state,
+        params,
+        transform_non_params=lambda _: replicated,
+        is_leaf=is_masked,
+    )
     everything_replicated = jax.tree.map(lambda _: replicated, abstract_state)
     return everything_replicated.replace(params=params, opt_state=opt_state)
-
-
-def _dict_keys(path) -> tuple:
-    return tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

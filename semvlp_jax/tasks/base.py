@@ -1,32 +1,47 @@
 """What every task gives the trainer, and the machinery tasks share.
 
-A task (pre-training, VQA, GQA, NLVR2, retrieval) turns the config into `TaskData`: the training
-batches, the sizes the model takes from the data, and an `evaluate(context, params, step)` that
-returns metrics keyed `val/<mode>/<metric>` (and writes whatever files the task's official tools
-read). The trainer does not know which task it runs.
+A task (pre-training, VQA, GQA, NLVR2, retrieval) is a small class. `Task.build(config, workdir,
+process_index, process_count)` gives the trainer `TaskData`: this process's training batches,
+the sizes the model takes from the data, the tokenizer, and `evaluate(context, params, step)`,
+which returns metrics keyed `val/<mode>/<metric>` for every evaluated mode. The trainer does not
+know which task it runs; it shows each task's `table_metrics` in its start/end table.
+
+A downstream task is a `RecordTask`, a protocol of four parts over the records of its dataset
+(`data/records.py`, synthetic or built alike):
+  records    `synthetic_records(scenes)` for the embedded data; built data is read by the base
+  example    `example(record, rng) -> Example`, the model's input for one record
+  prediction `predict(context, params, mode)` over the validation examples
+  scoring    `score(predictions) -> (metrics, files)`: the task's adapter writes the official
+             files its evaluator reads from the records and predictions, at scoring time
+The base does the rest once: batching, the loop over evaluation modes, the `val/<mode>/` keys,
+writing only on the writer process, the file names, and `DataDims`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
-import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
 
-import grain
 import jax
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from semvlp_jax.data import pipeline, synthetic
+from semvlp_jax.data import datasets
+from semvlp_jax.data.dims import DataDims, data_dims
+from semvlp_jax.data.images import images_of
+from semvlp_jax.data.pipeline import TextEncoder, shuffled_batches
 from semvlp_jax.data.tokenizers import Tokenizer
-from semvlp_jax.models.semvlp import DataDims
+from semvlp_jax.data.vocabularies import run_tokenizer
+from semvlp_jax.workdir import RunDir
 
 Example = dict[str, np.ndarray]
 # `fn(model, batch, mode) -> {name: [rows, ...] array}`: what a task reads off the model to score.
 PredictFn = Callable[[Any, dict, str], dict[str, jax.Array]]
+SPLITS = ('train', 'val')
 
 
 @dataclasses.dataclass
@@ -37,27 +52,9 @@ class TaskData:
     evaluate: Callable[[EvalContext, Any, int], dict[str, float]]
 
 
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """A registered task.
-
-    objectives: the objectives its batches can feed (config.objectives may use only these).
-    itm_negatives: whether its batches may have images swapped for ITM negatives
-      (config.itm_negative_prob > 0); a VQA answer or NLVR2 label no longer holds after a swap.
-    build: (config, workdir, process_index, process_count) -> TaskData.
-    check: extra config checks, raising ValueError naming the key.
-    """
-
-    name: str
-    objectives: frozenset[str]
-    itm_negatives: bool
-    build: Callable[..., TaskData]
-    check: Callable[[ml_collections.ConfigDict], None] = lambda config: None
-
-
 @dataclasses.dataclass
 class EvalContext:
-    """What evaluation needs from the trainer: the model graph, the devices, and where to write.
+    """What evaluation needs from the trainer: the model graph, the devices, and the writer.
 
     `to_global(local_rows)` makes global arrays from this process's rows; every process must run
     `predict` with the same arguments (it holds collectives), and only the writer writes files.
@@ -67,7 +64,6 @@ class EvalContext:
     graphdef: nnx.GraphDef
     mesh: jax.sharding.Mesh
     to_global: Callable[[Example], dict[str, jax.Array]]
-    workdir: pathlib.Path
     is_writer: bool
     _compiled: dict = dataclasses.field(default_factory=dict)
 
@@ -110,6 +106,11 @@ class EvalContext:
                 outputs.setdefault(name, []).append(np.asarray(value)[:valid])
         return {name: np.concatenate(values) for name, values in outputs.items()}
 
+    def predict_all(self, fn: PredictFn, params, mode: str, examples: Example):
+        """`predict` over every row of pre-stacked `examples`."""
+        count = len(next(iter(examples.values())))
+        return self.predict(fn, params, mode, count, take(examples))
+
 
 def stack(examples: Sequence[Example]) -> Example:
     """Examples (dicts of arrays) -> one dict of arrays with a leading example axis."""
@@ -121,103 +122,165 @@ def take(arrays: Example) -> Callable[[np.ndarray], Example]:
     return lambda indices: {key: value[indices] for key, value in arrays.items()}
 
 
-class SyntheticImages:
-    """Region fields by image id for the synthetic scenes of every split (cached once built).
+def per_mode(
+    context: EvalContext, evaluate_mode: Callable[[str], dict[str, float]]
+) -> dict[str, float]:
+    """`evaluate_mode(mode)` for every evaluated mode, keyed `val/<mode>/<metric>`."""
+    return {
+        f'val/{mode}/{metric}': value
+        for mode in context.modes
+        for metric, value in evaluate_mode(mode).items()
+    }
 
-    Image ids encode their split and index (synthetic.IMAGE_ID_STRIDE), like a feature file keyed
-    by image id would be read.
+
+class Task:
+    """A registered task.
+
+    objectives: the objectives its batches can feed (config.objectives may use only these).
+    itm_negatives: whether its batches may have images swapped for ITM negatives
+      (config.itm_negative_prob > 0); a VQA answer or NLVR2 label no longer holds after a swap.
+    table_metrics: the metrics the trainer's start/end table shows (every metric is logged).
     """
 
-    def __init__(self, config: synthetic.SyntheticConfig, sizes: Mapping[str, int]):
-        self.scenes = {
-            split: pipeline.CachedScenes(synthetic.SyntheticScenes(config, split, size))
-            for split, size in sizes.items()
-        }
+    name: ClassVar[str]
+    objectives: ClassVar[frozenset[str]]
+    itm_negatives: ClassVar[bool] = False
+    table_metrics: ClassVar[tuple[str, ...]]
 
-    def __call__(self, image_id: int) -> Example:
-        split = synthetic.SPLITS[image_id // synthetic.IMAGE_ID_STRIDE]
-        scene = self.scenes[split][image_id % synthetic.IMAGE_ID_STRIDE]
-        return {
-            'region_features': scene['region_features'].astype(np.float32),
-            'region_boxes': scene['region_boxes'].astype(np.float32),
-            'region_mask': scene['region_mask'].astype(np.int32),
-        }
+    @classmethod
+    def check(cls, config: ml_collections.ConfigDict) -> None:
+        """Checks of the task's own config keys; raises `ConfigError` naming the key. Called by
+        `config_checks.validate`, before anything is built."""
+
+    @classmethod
+    def build(
+        cls, config: ml_collections.ConfigDict, workdir, process_index: int, process_count: int
+    ) -> TaskData:
+        raise NotImplementedError
 
 
-def tokenizer(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> Tokenizer:
-    """The tokenizer of the run being fine-tuned (`config.init_from`), kept in this workdir.
+@dataclasses.dataclass(frozen=True)
+class ResultFile:
+    """A file an evaluation writes under WORKDIR/<task>/ as `<stem>_val_<mode>_step<N><suffix>`."""
 
-    A fine-tune must read text with its pre-training vocabulary: the word embeddings are indexed
-    by it. Synthetic data: the pre-training run's model is copied (trained afresh only when
-    starting from scratch). Built data: `config.data.tokenizer.path`, which must be the file the
-    pre-training run used when that run kept one.
+    stem: str
+    suffix: str
+    write: Callable[[pathlib.Path], None]
+
+
+class RecordTask(Task):
+    """A downstream task over the records of one dataset (see the module docstring).
+
+    On built data (`config.data.name='tfds'`) the records of `dataset` are read, the splits
+    playing 'train' and 'val' being `built_splits` unless `config.task.dataset`,
+    `config.task.train_split` or `config.task.val_split` say otherwise; every image a split
+    names must have region features, checked before training starts.
     """
-    synthetic_data = config.data.name == 'synthetic'
-    kept = _pretraining_tokenizers(config.init_from) if config.init_from else []
-    if synthetic_data:
-        path = workdir / 'tokenizer' / 'synthetic.model'
-        source = next((k for k in kept if k.name == path.name), None)
-        if config.init_from and not path.exists():
-            if source is None:
-                raise FileNotFoundError(
-                    f'config.init_from={config.init_from!r}: no tokenizer/synthetic.model in that '
-                    'run directory; a fine-tune must use its pre-training vocabulary'
-                )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, path)
-    else:
-        given = pathlib.Path(config.data.tokenizer.path)
-        if kept and given.is_file() and all(k.read_bytes() != given.read_bytes() for k in kept):
-            raise ValueError(
-                f'config.data.tokenizer.path={str(given)!r} differs from {kept[0]}, the tokenizer '
-                'of the run in config.init_from; a fine-tune must use its pre-training vocabulary'
-            )
-    return pipeline.tokenizer_of_run(config.data, workdir)
+
+    dataset: ClassVar[str]  # the built dataset
+    built_splits: ClassVar[dict[str, str]] = {'train': 'train', 'val': 'val'}
+
+    def __init__(self, config, workdir, process_index: int, process_count: int):
+        self.config = config
+        self.directory = RunDir(workdir).task_dir(self.name)
+        self.is_writer = process_index == 0
+        self.process_index, self.process_count = process_index, process_count
+        self.tokenizer = run_tokenizer(config.data, workdir, config.init_from)
+        self.encode = TextEncoder(self.tokenizer, config.data.max_text_len)
+        self.images = images_of(config.data, self.val_scenes())
+
+    @classmethod
+    def build(cls, config, workdir, process_index: int, process_count: int) -> TaskData:
+        return cls(config, workdir, process_index, process_count).data()
+
+    # ------------------------------------------------------------ the protocol
+
+    def synthetic_records(self, split: str) -> list:
+        """The records of a split of the embedded synthetic scenes (`self.images.scenes`)."""
+        raise NotImplementedError
+
+    def prepare(self, train: list) -> None:
+        """Whatever depends on the training records (an answer vocabulary)."""
+
+    def example(self, record, rng: np.random.Generator | None = None) -> Example:
+        raise NotImplementedError
+
+    def predict(self, context: EvalContext, params, mode: str):
+        raise NotImplementedError
+
+    def score(self, predictions) -> tuple[dict[str, float], list[ResultFile]]:
+        raise NotImplementedError
+
+    def dims_overrides(self) -> dict[str, int]:
+        """The `DataDims` fields the task changes (its answer count, images per example)."""
+        return {}
+
+    def val_scenes(self) -> int | None:
+        """Validation scenes the synthetic images need (None: config.data.num_val)."""
+        return None
+
+    def elements(self, records: list, split: str) -> list:
+        """What one example is made from: a record (the default), or a group of records."""
+        del split
+        return records
+
+    def validation_examples(self, val: list) -> Any:
+        """The inputs `predict` reads: by default every validation example, stacked."""
+        return stack([self.example(element) for element in val])
+
+    # ------------------------------------------------------------ shared machinery
+
+    def records(self, split: str) -> list:
+        """Every record of the split playing `split` ('train' or 'val')."""
+        if self.config.data.name == 'synthetic':
+            return self.synthetic_records(split)
+        task = self.config.task
+        dataset = task.get('dataset') or self.dataset
+        name = task.get(f'{split}_split') or self.built_splits[split]
+        source = datasets.records(self.config.data.data_dir, dataset, name)
+        records = [source[i] for i in range(len(source))]
+        self.images.check_ids({i for r in records for i in r.image_ids}, f'{dataset}:{name}')
+        self.check_built(records, f'{dataset}:{name}')
+        return records
+
+    def check_built(self, records: list, where: str) -> None:
+        """Refuses built records the task cannot train or score on (a hidden test split)."""
+
+    def data(self) -> TaskData:
+        train = self.elements(self.records('train'), 'train')
+        self.prepare(train)
+        self.val = self.elements(self.records('val'), 'val')
+        self.val_examples = self.validation_examples(self.val)
+        batches = shuffled_batches(
+            train,
+            self.example,
+            batch_size=self.config.batch_size,
+            seed=self.config.seed,
+            reader_threads=self.config.data.reader_threads,
+            process_index=self.process_index,
+            process_count=self.process_count,
+        )
+        dims = data_dims(self.config.data, self.tokenizer.vocab_size, **self.dims_overrides())
+        return TaskData(batches, dims, self.tokenizer, self.evaluate)
+
+    def evaluate(self, context: EvalContext, params, step: int) -> dict[str, float]:
+        def evaluate_mode(mode: str) -> dict[str, float]:
+            metrics, files = self.score(self.predict(context, params, mode))
+            if self.is_writer:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                for file in files:
+                    file.write(self.directory / f'{file.stem}_val_{mode}_step{step}{file.suffix}')
+            return metrics
+
+        return per_mode(context, evaluate_mode)
+
+    def write_json(self, name: str, value: Any) -> None:
+        """WORKDIR/<task>/<name> on the writer process."""
+        if self.is_writer:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            (self.directory / name).write_text(json.dumps(value))
 
 
-def _pretraining_tokenizers(init_from: str) -> list[pathlib.Path]:
-    """The tokenizer files kept by the run in `init_from`, which may name the run, its
-    checkpoints/ or one step directory: the tokenizer sits in the run directory."""
-    start = pathlib.Path(init_from)
-    for directory in (start, *start.parents[:2]):
-        if (directory / 'tokenizer').is_dir():
-            files = (directory / 'tokenizer').iterdir()
-            return sorted(p for p in files if p.is_file() and not p.name.startswith('.'))
-    return []
-
-
-def train_batches(
-    records: Sequence[Any],
-    to_example: Callable,
-    config: ml_collections.ConfigDict,
-    process_index: int,
-    process_count: int,
-) -> Iterator[Example]:
-    """Endless shuffled batches of `to_example(record, rng)`: this process's rows of each global
-    batch of config.batch_size examples, as in pre-training."""
-    size = config.batch_size
-    dataset = (
-        grain.MapDataset.source(records)
-        .shuffle(seed=config.seed)
-        .repeat()
-        .random_map(to_example, seed=config.seed)
-    )
-    dataset = pipeline.process_share(dataset, size, process_index, process_count)
-    read = grain.ReadOptions(num_threads=config.data.reader_threads, prefetch_buffer_size=4)
-    return iter(dataset.batch(size // process_count, drop_remainder=True).to_iter_dataset(read))
-
-
-def data_dims(config: ml_collections.ConfigDict, tokenizer: Tokenizer, **overrides) -> DataDims:
-    """The data's sizes; a task overrides what it changes (answers, images)."""
-    built = config.data.name != 'synthetic'
-    fields = dict(
-        vocab_size=tokenizer.vocab_size,
-        max_text_len=config.data.max_text_len,
-        visual_feature_dim=config.data.feature_dim,
-        num_object_labels=config.data.num_object_labels if built else len(synthetic.SHAPES),
-        num_attribute_labels=(
-            config.data.num_attribute_labels if built else len(synthetic.COLOURS)
-        ),
-        num_answers=len(synthetic.ANSWERS),
-    )
-    return DataDims(**{**fields, **overrides})
+def slug(name: str) -> str:
+    """'yes/no' -> 'yes_no': metric names keep '/' for `val/<mode>/<metric>`."""
+    return ''.join(c if c.isalnum() else '_' for c in name)

@@ -8,14 +8,14 @@ and consistency (the share of sentences whose every image pair is judged right).
 
 from __future__ import annotations
 
-import pathlib
-
 import jax.numpy as jnp
 import numpy as np
 
-from semvlp_jax.data import pipeline, synthetic_tasks
+from semvlp_jax.data import synthetic_tasks
+from semvlp_jax.data.records import NLVR2_HIDDEN, NLVR2_TRUE, Nlvr2Record
+from semvlp_jax.errors import ConfigError
 from semvlp_jax.evaluators import nlvr2 as nlvr2_eval
-from semvlp_jax.tasks import base, sources
+from semvlp_jax.tasks import base
 
 IMAGES_PER_EXAMPLE = 2
 
@@ -26,74 +26,57 @@ def predict_labels(model, batch, mode):
     return {'label': jnp.argmax(logits, axis=-1)}
 
 
-class PairExample:
-    """A record -> the sentence, both images' region fields stacked [2, ...], and the label."""
+class Nlvr2(base.RecordTask):
+    name = 'nlvr2'
+    dataset = 'nlvr2'
+    built_splits = {'train': 'train', 'val': 'dev'}
+    objectives = frozenset({'nlvr2'})
+    table_metrics = ('nlvr2_accuracy', 'nlvr2_consistency')
 
-    def __init__(self, tokenizer, images: sources.Images, max_text_len: int):
-        self.encode = pipeline.TextEncoder(tokenizer, max_text_len)
-        self.images = images
+    def synthetic_records(self, split: str) -> list[Nlvr2Record]:
+        return synthetic_tasks.nlvr2(self.images.scenes[split], self.config.data.seed)
 
-    def __call__(self, record: dict, rng: np.random.Generator | None = None) -> base.Example:
+    def check_built(self, records: list[Nlvr2Record], where: str) -> None:
+        if any(r.label == NLVR2_HIDDEN for r in records):
+            raise ValueError(f'{where} has unlabelled records (a hidden test split?)')
+
+    def example(self, record: Nlvr2Record, rng: np.random.Generator | None = None) -> base.Example:
+        """The sentence, both images' region fields stacked [2, ...], and the label."""
         del rng
-        text_ids, text_mask = self.encode(record['sentence'])
-        pair = base.stack([self.images(image_id) for image_id in record['images']])
+        text_ids, text_mask = self.encode(record.sentence)
+        pair = base.stack([self.images(image_id) for image_id in record.image_ids])
         return {
             'text_ids': text_ids,
             'text_mask': text_mask,
             **pair,
-            'label': np.int32(nlvr2_eval.parse_label(record['label'])),
+            'label': np.int32(record.label),
             'is_question': np.int32(0),
         }
 
+    def predict(self, context: base.EvalContext, params, mode: str) -> dict[str, bool]:
+        """{identifier: predicted truth} for every validation statement."""
+        out = context.predict_all(predict_labels, params, mode, self.val_examples)
+        return {r.identifier: bool(p) for r, p in zip(self.val, out['label'])}
 
-def build(config, workdir, process_index: int, process_count: int) -> base.TaskData:
-    workdir = pathlib.Path(workdir)
-    tokenizer = base.tokenizer(config, workdir)
-    images = sources.images(config)
-    train_records, val_records = (
-        sources.nlvr2_records(config, images, split) for split in ('train', 'val')
-    )
-    to_example = PairExample(tokenizer, images, config.data.max_text_len)
-    val_examples = base.stack([to_example(r) for r in val_records])
-    labels = {r['identifier']: r['label'] for r in val_records}
-    out = workdir / 'nlvr2'
+    def score(self, predictions: dict[str, bool]):
+        labels = {r.identifier: r.label == NLVR2_TRUE for r in self.val}
+        scores = nlvr2_eval.score(predictions, labels)
+        metrics = {
+            'nlvr2_accuracy': scores['accuracy'] / 100,
+            'nlvr2_consistency': scores['consistency'] / 100,
+        }
+        write = lambda path: nlvr2_eval.write_predictions(path, predictions)  # noqa: E731
+        return metrics, [base.ResultFile('predictions', '.csv', write)]
 
-    def evaluate(context: base.EvalContext, params, step: int) -> dict[str, float]:
-        results = {}
-        for mode in context.modes:
-            predicted = context.predict(
-                predict_labels, params, mode, len(val_records), base.take(val_examples)
-            )['label']
-            predictions = {r['identifier']: bool(p) for r, p in zip(val_records, predicted)}
-            if context.is_writer:
-                out.mkdir(parents=True, exist_ok=True)
-                nlvr2_eval.write_predictions(
-                    out / f'predictions_val_{mode}_step{step}.csv', predictions
-                )
-            scores = nlvr2_eval.score(predictions, labels)
-            results[f'val/{mode}/nlvr2_accuracy'] = scores['accuracy'] / 100
-            results[f'val/{mode}/nlvr2_consistency'] = scores['consistency'] / 100
-        return results
+    def dims_overrides(self) -> dict[str, int]:
+        return {'images_per_example': IMAGES_PER_EXAMPLE}
 
-    train = base.train_batches(train_records, to_example, config, process_index, process_count)
-    dims = base.data_dims(config, tokenizer, images_per_example=IMAGES_PER_EXAMPLE)
-    return base.TaskData(train, dims, tokenizer, evaluate)
-
-
-def check(config) -> None:
-    if sources.is_built(config):
-        return
-    if config.data.num_val < synthetic_tasks.SCENES_PER_SET:
-        raise ValueError(
-            f'config.data.num_val={config.data.num_val} gives no NLVR2 example: each sentence '
-            f'takes {synthetic_tasks.SCENES_PER_SET} scenes'
-        )
-
-
-TASK = base.Task(
-    name='nlvr2',
-    objectives=frozenset({'nlvr2'}),
-    itm_negatives=False,
-    build=build,
-    check=check,
-)
+    @classmethod
+    def check(cls, config) -> None:
+        if config.data.name != 'synthetic':
+            return
+        if config.data.num_val < synthetic_tasks.SCENES_PER_SET:
+            raise ConfigError(
+                f'config.data.num_val={config.data.num_val} gives no NLVR2 example: each '
+                f'sentence takes {synthetic_tasks.SCENES_PER_SET} scenes'
+            )

@@ -12,84 +12,88 @@ import functools
 import jax
 
 from semvlp_jax.data import datasets, pipeline
+from semvlp_jax.errors import ConfigError
 from semvlp_jax.progress import MetricAverager
-from semvlp_jax.tasks.base import EvalContext, Task, TaskData
+from semvlp_jax.tasks.base import EvalContext, Task, TaskData, per_mode
 from semvlp_jax.train_step import eval_step
 
 
-def build(config, workdir, process_index: int, process_count: int) -> TaskData:
-    shares = dict(
-        batch_size=config.batch_size,
-        seed=config.seed,
-        process_index=process_index,
-        process_count=process_count,
-    )
-    if config.data.name == 'synthetic':
-        data = pipeline.synthetic_pretraining(config.data, workdir, **shares)
-    else:
-        eval_examples = config.eval_batches * config.batch_size
-        data = pipeline.built_pretraining(
-            config.data, workdir, eval_examples=eval_examples, **shares
-        )
-    local_batches = data.val[: config.eval_batches]
-    cache = {}
+class Pretrain(Task):
+    name = 'pretrain'
+    objectives = frozenset({'mlm', 'mop', 'itm', 'qa', 'itc'})
+    itm_negatives = True
+    table_metrics = ('mlm_accuracy', 'itm_accuracy', 'qa_accuracy', 'mop_object_accuracy', 'loss')
 
-    def evaluate(context: EvalContext, params, step: int) -> dict[str, float]:
-        """Mean of each metric over the validation batches, keyed `val/<mode>/<metric>`."""
-        del step
-        if not cache:
-            cache['batches'] = [context.to_global(b) for b in local_batches]
-            replicated = jax.NamedSharding(context.mesh, jax.P())
-            cache['steps'] = {
-                mode: jax.jit(
-                    functools.partial(
-                        eval_step,
-                        mode=mode,
-                        graphdef=context.graphdef,
-                        objectives=context.config.objectives.to_dict(),
-                        itm_negative_prob=context.config.itm_negative_prob,
-                    ),
-                    out_shardings=replicated,
+    @classmethod
+    def check(cls, config) -> None:
+        data = config.data
+        if data.name == 'synthetic':
+            examples = config.eval_batches * config.batch_size
+            if not 1 <= examples <= data.num_val:
+                raise ConfigError(
+                    f'config.eval_batches={config.eval_batches} batches of {config.batch_size} '
+                    f'need config.data.num_val >= {examples} (it is {data.num_val})'
                 )
-                for mode in context.modes
-            }
-        rng = jax.random.fold_in(jax.random.key(context.config.seed), 2)
-        results = {}
-        for mode, fn in cache['steps'].items():
-            averager = MetricAverager()
-            for i, batch in enumerate(cache['batches']):
-                averager.add(jax.device_get(fn(params, batch, jax.random.fold_in(rng, i))))
-            results.update({f'val/{mode}/{k}': v for k, v in averager.pop().items()})
-        return results
-
-    return TaskData(data.train, data.dims, data.tokenizer, evaluate)
-
-
-def check(config) -> None:
-    if config.data.name != 'synthetic':
+            return
         # The size of built validation splits is checked when they are opened.
-        sources = config.data.get('sources') or {}
+        sources = data.get('sources') or {}
         if not sources:
-            raise ValueError('config.data.sources is empty: pre-training needs caption or QA data')
+            raise ConfigError('config.data.sources is empty: pre-training needs caption or QA data')
         uses_qa = any('qa' in weights for weights in config.objectives.values())
         if uses_qa and not set(sources) & set(datasets.QUESTION_DATASETS):
-            raise ValueError(
+            raise ConfigError(
                 f'config.objectives uses qa but config.data.sources ({", ".join(sources)}) has '
                 f'no question dataset ({", ".join(datasets.QUESTION_DATASETS)})'
             )
-        return
-    if not 1 <= config.eval_batches * config.batch_size <= config.data.num_val:
-        raise ValueError(
-            f'config.eval_batches={config.eval_batches} batches of {config.batch_size} need '
-            f'config.data.num_val >= {config.eval_batches * config.batch_size} '
-            f'(it is {config.data.num_val})'
+        if not any(source.get('val_split') for source in sources.values()):
+            raise ConfigError('config.data.sources: no source has a val_split to evaluate on')
+
+    @classmethod
+    def build(cls, config, workdir, process_index: int, process_count: int) -> TaskData:
+        shares = dict(
+            batch_size=config.batch_size,
+            seed=config.seed,
+            process_index=process_index,
+            process_count=process_count,
         )
+        if config.data.name == 'synthetic':
+            data = pipeline.synthetic_pretraining(config.data, workdir, **shares)
+        else:
+            eval_examples = config.eval_batches * config.batch_size
+            data = pipeline.built_pretraining(
+                config.data, workdir, eval_examples=eval_examples, **shares
+            )
+        local_batches = data.val[: config.eval_batches]
+        cache = {}
 
+        def evaluate(context: EvalContext, params, step: int) -> dict[str, float]:
+            """Mean of each metric over the validation batches, keyed `val/<mode>/<metric>`."""
+            del step
+            if not cache:
+                cache['batches'] = [context.to_global(b) for b in local_batches]
+                replicated = jax.NamedSharding(context.mesh, jax.P())
+                cache['steps'] = {
+                    mode: jax.jit(
+                        functools.partial(
+                            eval_step,
+                            mode=mode,
+                            graphdef=context.graphdef,
+                            objectives=context.config.objectives.to_dict(),
+                            itm_negative_prob=context.config.itm_negative_prob,
+                        ),
+                        out_shardings=replicated,
+                    )
+                    for mode in context.modes
+                }
+            rng = jax.random.fold_in(jax.random.key(context.config.seed), 2)
 
-TASK = Task(
-    name='pretrain',
-    objectives=frozenset({'mlm', 'mop', 'itm', 'qa', 'itc'}),
-    itm_negatives=True,
-    build=build,
-    check=check,
-)
+            def evaluate_mode(mode: str) -> dict[str, float]:
+                averager = MetricAverager()
+                for i, batch in enumerate(cache['batches']):
+                    step_fn = cache['steps'][mode]
+                    averager.add(jax.device_get(step_fn(params, batch, jax.random.fold_in(rng, i))))
+                return averager.pop()
+
+            return per_mode(context, evaluate_mode)
+
+        return TaskData(data.train, data.dims, data.tokenizer, evaluate)

@@ -17,14 +17,19 @@ score matrix on the host). The score of a pair is ITM's matched-minus-unmatched 
 
 from __future__ import annotations
 
+import collections
 import json
-import pathlib
 
 import numpy as np
 
-from semvlp_jax.data import pipeline
+from semvlp_jax.data import synthetic_tasks
+from semvlp_jax.data.records import CaptionRecord
+from semvlp_jax.errors import ConfigError
 from semvlp_jax.evaluators import retrieval as retrieval_eval
-from semvlp_jax.tasks import base, sources
+from semvlp_jax.tasks import base
+
+# The captions of one image, in caption order: what a retrieval example is drawn from.
+ImageCaptions = tuple[CaptionRecord, ...]
 
 
 def predict_matching(model, batch, mode):
@@ -42,37 +47,18 @@ def predict_image_embeddings(model, batch, mode):
     return {'embedding': model.embed_images(batch)}
 
 
-class CaptionExample:
-    """A Karpathy-style image record -> one of its captions (drawn per epoch) with its regions."""
-
-    def __init__(self, tokenizer, images: sources.Images, max_text_len: int):
-        self.encode = pipeline.TextEncoder(tokenizer, max_text_len)
-        self.images = images
-
-    def __call__(self, record: dict, rng: np.random.Generator) -> base.Example:
-        caption = record['sentences'][rng.integers(len(record['sentences']))]
-        text_ids, text_mask = self.encode(caption)
-        return {
-            'text_ids': text_ids,
-            'text_mask': text_mask,
-            **self.images(record['image_id']),
-            'is_question': np.int32(0),
-        }
-
-
 class RetrievalSet:
     """The validation images and all their captions as arrays; `text_image[t]` is caption t's
     image (its row in the image arrays)."""
 
-    def __init__(self, records: list[dict], tokenizer, images, max_text_len: int):
-        encode = pipeline.TextEncoder(tokenizer, max_text_len)
-        texts = [encode(caption) for r in records for caption in r['sentences']]
+    def __init__(self, groups: list[ImageCaptions], encode, images):
+        texts = [encode(record.caption) for group in groups for record in group]
         self.texts = {
             'text_ids': np.stack([ids for ids, _ in texts]),
             'text_mask': np.stack([mask for _, mask in texts]),
         }
-        self.images = base.stack([images(r['image_id']) for r in records])
-        self.text_image = np.repeat(np.arange(len(records)), [len(r['sentences']) for r in records])
+        self.images = base.stack([images(group[0].image_id) for group in groups])
+        self.text_image = np.repeat(np.arange(len(groups)), [len(group) for group in groups])
 
     def pair_rows(self, pairs: np.ndarray):
         """`rows` for `EvalContext.predict` over (image, text) index pairs [n, 2]."""
@@ -127,64 +113,75 @@ def score_matrices(context, params, mode: str, data: RetrievalSet, k: int | None
     return i2t, t2i
 
 
-def build(config, workdir, process_index: int, process_count: int) -> base.TaskData:
-    workdir = pathlib.Path(workdir)
-    tokenizer = base.tokenizer(config, workdir)
-    images = sources.images(config, val_size=config.task.eval_images)
-    to_example = CaptionExample(tokenizer, images, config.data.max_text_len)
-    val = RetrievalSet(
-        sources.caption_records(config, images, 'val', config.task.eval_images),
-        tokenizer,
-        images,
-        config.data.max_text_len,
-    )
-    out = workdir / 'retrieval'
+class Retrieval(base.RecordTask):
+    name = 'retrieval'
+    dataset = 'karpathy'
+    built_splits = {'train': 'train', 'val': 'test'}
+    objectives = frozenset({'itm', 'itc'})
+    itm_negatives = True
+    table_metrics = ('retrieval_i2t_r1', 'retrieval_t2i_r1', 'retrieval_rsum')
 
-    def evaluate(context: base.EvalContext, params, step: int) -> dict[str, float]:
-        results = {}
-        for mode in context.modes:
-            i2t, t2i = score_matrices(context, params, mode, val, config.task.shortlist_k)
-            recalls = retrieval_eval.recall_at_k(i2t, t2i, val.text_image)
-            results.update({f'val/{mode}/retrieval_{k}': v / 100 for k, v in recalls.items()})
-            if context.is_writer:
-                out.mkdir(parents=True, exist_ok=True)
-                (out / f'recall_val_{mode}_step{step}.json').write_text(json.dumps(recalls))
-        return results
+    def val_scenes(self) -> int:
+        return self.config.task.eval_images
 
-    train = base.train_batches(
-        sources.caption_records(config, images, 'train'),
-        to_example,
-        config,
-        process_index,
-        process_count,
-    )
-    return base.TaskData(train, base.data_dims(config, tokenizer), tokenizer, evaluate)
+    def synthetic_records(self, split: str) -> list[CaptionRecord]:
+        return synthetic_tasks.captions(self.images.scenes[split])
 
+    def elements(self, records: list[CaptionRecord], split: str) -> list[ImageCaptions]:
+        """Each image's captions in caption order, images in first-seen order; for validation,
+        the first `config.task.eval_images` images (e.g. Karpathy's 1k test)."""
+        by_image: dict[str, list[CaptionRecord]] = collections.defaultdict(list)
+        for record in records:
+            by_image[record.image_id].append(record)
+        groups = [
+            tuple(sorted(captions, key=lambda r: r.caption_index)) for captions in by_image.values()
+        ]
+        return groups[: self.config.task.eval_images] if split == 'val' else groups
 
-def check(config) -> None:
-    k, eval_images = config.task.get('shortlist_k'), config.task.get('eval_images')
-    if sources.is_built(config):
-        # The first eval_images images of the val split (e.g. 1000 for Karpathy's 1k test).
-        if not isinstance(eval_images, int) or eval_images < 1:
-            raise ValueError(f'config.task.eval_images={eval_images!r} must be an integer >= 1')
-    elif not isinstance(eval_images, int) or not 1 <= eval_images <= config.data.num_val:
-        raise ValueError(
-            f'config.task.eval_images={eval_images!r} must be an integer in '
-            f'1..config.data.num_val ({config.data.num_val})'
-        )
-    if k is not None and (not isinstance(k, int) or k < 0):
-        raise ValueError(f'config.task.shortlist_k={k!r} must be None, 0 (all pairs) or k > 0')
-    if k and not config.model.get('contrastive_dim'):
-        raise ValueError(
-            f'config.task.shortlist_k={k} needs config.model.contrastive_dim > 0: the shortlist '
-            'scores are contrastive embeddings (set shortlist_k=0 to score all pairs by ITM)'
+    def example(self, group: ImageCaptions, rng: np.random.Generator) -> base.Example:
+        """One of the image's captions (drawn anew every epoch) with the image's regions."""
+        caption = group[rng.integers(len(group))].caption
+        text_ids, text_mask = self.encode(caption)
+        return {
+            'text_ids': text_ids,
+            'text_mask': text_mask,
+            **self.images(group[0].image_id),
+            'is_question': np.int32(0),
+        }
+
+    def validation_examples(self, val: list[ImageCaptions]) -> RetrievalSet:
+        return RetrievalSet(val, self.encode, self.images)
+
+    def predict(self, context: base.EvalContext, params, mode: str):
+        return score_matrices(
+            context, params, mode, self.val_examples, self.config.task.shortlist_k
         )
 
+    def score(self, predictions: tuple[np.ndarray, np.ndarray]):
+        i2t, t2i = predictions
+        recalls = retrieval_eval.recall_at_k(i2t, t2i, self.val_examples.text_image)
+        write = lambda path: path.write_text(json.dumps(recalls))  # noqa: E731
+        metrics = {f'retrieval_{k}': v / 100 for k, v in recalls.items()}
+        return metrics, [base.ResultFile('recall', '.json', write)]
 
-TASK = base.Task(
-    name='retrieval',
-    objectives=frozenset({'itm', 'itc'}),
-    itm_negatives=True,
-    build=build,
-    check=check,
-)
+    @classmethod
+    def check(cls, config) -> None:
+        k, eval_images = config.task.get('shortlist_k'), config.task.get('eval_images')
+        if config.data.name != 'synthetic':
+            if not isinstance(eval_images, int) or eval_images < 1:
+                raise ConfigError(
+                    f'config.task.eval_images={eval_images!r} must be an integer >= 1'
+                )
+        elif not isinstance(eval_images, int) or not 1 <= eval_images <= config.data.num_val:
+            raise ConfigError(
+                f'config.task.eval_images={eval_images!r} must be an integer in '
+                f'1..config.data.num_val ({config.data.num_val})'
+            )
+        if k is not None and (not isinstance(k, int) or k < 0):
+            raise ConfigError(f'config.task.shortlist_k={k!r} must be None, 0 (all pairs) or k > 0')
+        if k and not config.model.get('contrastive_dim'):
+            raise ConfigError(
+                f'config.task.shortlist_k={k} needs config.model.contrastive_dim > 0: the '
+                'shortlist scores are contrastive embeddings (set shortlist_k=0 to score all '
+                'pairs by ITM)'
+            )

@@ -1,0 +1,300 @@
+"""Captions: COCO captions files, ALBEF/SIMLA caption records and Karpathy split files ->
+`CaptionRecord`, with the image file itself when an `ImageReader` is given."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from PIL import Image
+
+from semvlp_jax.data.formats.checks import (
+    DUPLICATE_ID,
+    EMPTY_CAPTION,
+    MALFORMED_RECORD,
+    MISSING_IMAGE,
+    UNDECODABLE_IMAGE,
+    BadInput,
+    InputError,
+    OnBad,
+    _field,
+    _files_by_split,
+    _guarded,
+    _joined,
+    _Problem,
+    _text,
+    _top_level,
+    _value_type,
+    load_json,
+    stop,
+)
+from semvlp_jax.data.image_index import ImageIndex
+from semvlp_jax.data.records import CaptionRecord
+
+# Karpathy splits of the file -> tfds split (restval is training data in every paper since).
+KARPATHY_SPLITS = {'train': 'train', 'restval': 'train', 'val': 'val', 'test': 'test'}
+
+
+class ImageReader:
+    """Encoded image files under `root`; each is fully decoded once, to prove it is whole."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._problems: dict[str, _Problem | None] = {}
+
+    def __call__(self, image_path: str) -> bytes:
+        """The file's bytes, or `_Problem` (missing image / undecodable image)."""
+        file = self.root / image_path
+        try:
+            data = file.read_bytes()
+        except OSError as error:
+            raise _Problem(MISSING_IMAGE, f'cannot read {file} ({error.strerror})') from None
+        if image_path not in self._problems:  # captions repeat images: decode each once
+            self._problems[image_path] = _decode_problem(file, data)
+        problem = self._problems[image_path]
+        if problem is not None:
+            raise problem
+        return data
+
+
+def _decode_problem(file: Path, data: bytes) -> _Problem | None:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    # Decoders of arbitrary bytes fail in many ways (OSError, SyntaxError, struct.error, ...).
+    except Exception as error:
+        return _Problem(UNDECODABLE_IMAGE, f'{file}: {type(error).__name__}: {error}')
+    return None
+
+
+def _caption_record(
+    image_path: str,
+    caption: Any,
+    index: int,
+    image_index: ImageIndex | None,
+    images: ImageReader | None,
+) -> CaptionRecord:
+    if not isinstance(caption, str):
+        raise _Problem(MALFORMED_RECORD, f'caption is {_value_type(caption)}, expected a string')
+    image_id = PurePosixPath(image_path).stem
+    text = _text(caption, EMPTY_CAPTION, 'caption')
+    _joined(image_index, image_id)
+    return CaptionRecord(
+        image_id=image_id,
+        caption=text,
+        caption_index=index,
+        image_path=image_path,
+        image=b'' if images is None else images(image_path),
+    )
+
+
+def _caption_key(record: CaptionRecord) -> str:
+    return f'{record.image_path}#{record.caption_index}'
+
+
+# ---------------------------------------------------------------- COCO captions
+
+
+def coco_caption_files(manual_dir: Path) -> dict[str, Path]:
+    """`captions_<split>.json` anywhere under `manual_dir` -> {split: file}."""
+    return _files_by_split(
+        manual_dir.rglob('captions_*.json'),
+        lambda file: file.stem.removeprefix('captions_'),
+        f'no captions_<split>.json (COCO captions) under {manual_dir}',
+    )
+
+
+def read_coco_captions(
+    path: Path,
+    *,
+    image_dir: str,
+    on_bad: OnBad = stop,
+    image_index: ImageIndex | None = None,
+    images: ImageReader | None = None,
+) -> Iterator[tuple[str, CaptionRecord]]:
+    """One record per annotation, in file order; images live in `<image_dir>/<file_name>`.
+
+    `caption_index` counts the image's annotations in file order, bad ones included, so it
+    names the same caption whatever was skipped."""
+    doc = load_json(path)
+    image_entries = _top_level(path, doc, list, 'images')
+    annotations = _top_level(path, doc, list, 'annotations')
+    file_names: dict[int, str] = {}
+    listed: set[str] = set()
+    for i, entry in enumerate(image_entries):
+        _guarded(path, f'images[{i}]', on_bad, lambda e=entry: _coco_image(e, file_names, listed))
+    counts: dict[int, int] = {}
+    for i, annotation in enumerate(annotations):
+        record = _guarded(
+            path,
+            f'annotations[{i}]',
+            on_bad,
+            lambda a=annotation: _coco_annotation(
+                a, counts, file_names, image_dir, image_index, images
+            ),
+        )
+        if record is not None:
+            yield _caption_key(record), record
+
+
+def _coco_image(entry: Any, file_names: dict[int, str], listed: set[str]) -> None:
+    image_id = _field(entry, 'id', int)
+    file_name = _field(entry, 'file_name', str)
+    if not file_name.strip():
+        raise _Problem(MALFORMED_RECORD, 'file_name is blank')
+    if image_id in file_names:
+        raise _Problem(DUPLICATE_ID, f'image id {image_id} is listed twice')
+    if file_name in listed:
+        raise _Problem(DUPLICATE_ID, f'file {file_name!r} is listed under two image ids')
+    file_names[image_id] = file_name
+    listed.add(file_name)
+
+
+def _coco_annotation(
+    annotation, counts, file_names, image_dir, image_index, images
+) -> CaptionRecord:
+    image_id = _field(annotation, 'image_id', int)
+    caption = _field(annotation, 'caption', str)
+    index = counts.get(image_id, 0)
+    counts[image_id] = index + 1
+    if image_id not in file_names:
+        raise _Problem(MALFORMED_RECORD, f'image_id {image_id} is not among the good images[]')
+    image_path = f'{image_dir}/{file_names[image_id]}'
+    return _caption_record(image_path, caption, index, image_index, images)
+
+
+# ---------------------------------------------------------------- ALBEF caption records
+
+
+def caption_record_files(manual_dir: Path) -> dict[str, Path]:
+    """Every `*.json` directly in `manual_dir` -> {sanitised stem: file}."""
+    return _files_by_split(
+        manual_dir.glob('*.json'),
+        lambda file: file.stem,
+        f'no *.json caption-record files in {manual_dir}',
+    )
+
+
+def read_caption_records(
+    path: Path,
+    *,
+    on_bad: OnBad = stop,
+    image_index: ImageIndex | None = None,
+    images: ImageReader | None = None,
+) -> Iterator[tuple[str, CaptionRecord]]:
+    """ALBEF/SIMLA `[{"image": path, "caption": str | [str]}]`: one record per caption.
+
+    An image may appear in several entries; `caption_index` counts its captions over the file."""
+    entries = _top_level(path, load_json(path), list)
+    counts: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        parsed = _guarded(path, f'[{i}]', on_bad, lambda e=entry: _caption_entry(e))
+        if parsed is None:
+            continue
+        image_path, captions = parsed
+        for j, caption in enumerate(captions):
+            where = f'[{i}].caption[{j}]' if isinstance(entry['caption'], list) else f'[{i}]'
+            index = counts.get(image_path, 0)
+            counts[image_path] = index + 1
+            record = _guarded(
+                path,
+                where,
+                on_bad,
+                lambda p=image_path, c=caption, k=index: _caption_record(
+                    p, c, k, image_index, images
+                ),
+            )
+            if record is not None:
+                yield _caption_key(record), record
+
+
+def _caption_entry(entry: Any) -> tuple[str, list]:
+    image_path = _field(entry, 'image', str)
+    if not image_path.strip():
+        raise _Problem(MALFORMED_RECORD, 'image is blank')
+    captions = _field(entry, 'caption', (str, list))
+    captions = [captions] if isinstance(captions, str) else captions
+    if not captions:
+        raise _Problem(EMPTY_CAPTION, 'caption is an empty list')
+    return image_path, captions
+
+
+# ---------------------------------------------------------------- Karpathy
+
+
+def karpathy_file(manual_dir: Path) -> Path:
+    files = sorted(manual_dir.glob('dataset_*.json'))
+    if len(files) != 1:
+        found = ', '.join(f.name for f in files) or 'none'
+        raise InputError(
+            f'expected exactly one Karpathy split file dataset_*.json in {manual_dir}, '
+            f'found {found}'
+        )
+    return files[0]
+
+
+def read_karpathy(
+    path: Path,
+    *,
+    split: str,
+    on_bad: OnBad = stop,
+    image_index: ImageIndex | None = None,
+    images: ImageReader | None = None,
+) -> Iterator[tuple[str, CaptionRecord]]:
+    """Captions of the images whose Karpathy split maps to `split` (train, val or test).
+
+    tfds reads the file once per split; an entry whose own split is unusable belongs to none,
+    so it is reported only in the `train` pass (once, not three times)."""
+    entries = _top_level(path, load_json(path), list, 'images')
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f'images[{i}]'
+        # Everything but the split is checked in the entry's own pass only.
+        try:
+            target = KARPATHY_SPLITS.get(_field(entry, 'split', str))
+            if target is None:
+                raise _Problem(
+                    MALFORMED_RECORD,
+                    f'split {entry["split"]!r} is not one of {", ".join(KARPATHY_SPLITS)}',
+                )
+        except _Problem as problem:
+            if split == 'train':
+                on_bad(BadInput(path, where, problem.reason, problem.detail))
+            continue
+        # Entries of other splits still claim their image, so a duplicate across splits is
+        # found (in the pass of the later entry); their problems are their own pass's to report.
+        report = on_bad if target == split else _ignore
+        parsed = _guarded(path, where, report, lambda e=entry: _karpathy_entry(e, seen))
+        if parsed is None or target != split:
+            continue
+        image_path, sentences = parsed
+        for j, sentence in enumerate(sentences):
+            record = _guarded(
+                path,
+                f'{where}.sentences[{j}]',
+                on_bad,
+                lambda p=image_path, s=sentence, k=j: _caption_record(
+                    p, _field(s, 'raw', str), k, image_index, images
+                ),
+            )
+            if record is not None:
+                yield _caption_key(record), record
+
+
+def _ignore(error: BadInput) -> None:
+    """For entries of other splits: their own pass reports them."""
+
+
+def _karpathy_entry(entry: dict, seen: set[str]) -> tuple[str, list]:
+    filename = _field(entry, 'filename', str)
+    if not filename.strip():
+        raise _Problem(MALFORMED_RECORD, 'filename is blank')
+    filepath = _field(entry, 'filepath', str, optional=True)
+    image_path = f'{filepath}/{filename}' if filepath else filename
+    sentences = _field(entry, 'sentences', list)
+    if image_path in seen:
+        raise _Problem(DUPLICATE_ID, f'image {image_path!r} is listed twice')
+    seen.add(image_path)
+    return image_path, sentences
