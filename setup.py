@@ -29,7 +29,7 @@ setuptools.setup(
     python_requires='>=3.11',
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        'test': ['pytest>=8.3,<10', 'ruff>=0.17.6,<0.18'],
+        'test': ['pytest>=8.3,<10', 'pytest-xdist>=3.8,<4', 'ruff>=0.17.6,<0.18'],
         'tpu': ['jax[tpu]>=0.10.2,<0.11'],
     },
 )

@@ -40,6 +40,29 @@ from semvlp_jax.workdir import STATE_ITEM, RunDir
 
 STATE, DATA, META = STATE_ITEM, 'data', 'meta'
 
+# Orbax writes an array held whole by several devices (a replicated parameter) in parallel, each
+# replica a slice of it. A slice is an eager device op, compiled per shape, and for the small
+# leaves of a state (biases, norms, tiny layers) the slicing costs more than the write it spreads:
+# split an array only where each replica's part is at least this many bytes.
+MIN_REPLICA_SLICE_BYTES = 256 * 1024
+
+
+def _state_handler() -> ocp.PyTreeCheckpointHandler:
+    registry = ocp.type_handlers.create_type_handler_registry(
+        *[
+            (ty, ocp.type_handlers.get_type_handler(ty))
+            for ty in ocp.type_handlers.supported_types()
+            if ty is not jax.Array
+        ],
+        (
+            jax.Array,
+            ocp.type_handlers.ArrayHandler(
+                min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES
+            ),
+        ),
+    )
+    return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
+
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint holds a different model or optimizer than the one this run builds."""
@@ -163,7 +186,7 @@ class Checkpoints:
             self.directory,
             options=options,
             item_handlers={
-                STATE: ocp.PyTreeCheckpointHandler(),
+                STATE: _state_handler(),
                 DATA: grain.checkpoint.CheckpointHandler(),
                 META: ocp.JsonCheckpointHandler(),
             },

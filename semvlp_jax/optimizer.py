@@ -133,8 +133,10 @@ class ModeAwareOptimizer:
             (CLIP, optax.clip_by_global_norm(opt.grad_clip_norm)),
             (
                 GROUPS,
+                # Labels in sorted order, not a set's: the traced program must be the same in
+                # every process (hosts of one run, and the compilation cache across runs).
                 optax.multi_transform(
-                    {label: adamw(label) for label in set(jax.tree.leaves(groups))}, groups
+                    {label: adamw(label) for label in sorted(set(jax.tree.leaves(groups)))}, groups
                 ),
             ),
             (LEARNING_RATE, optax.scale_by_learning_rate(schedule)),

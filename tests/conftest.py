@@ -1,10 +1,34 @@
-"""Test set-up: 8 fake CPU devices (set before JAX starts) and small shared fixtures."""
+"""Test set-up: 8 fake CPU devices and one compilation cache (both set before JAX starts), the
+command line as subprocess tests start it, and the session's shared runs.
 
+Shared runs (`pretrained_run`, `demo_cli_run`) are made once per session. Under pytest-xdist
+the tests that use one are sent to one worker (an `xdist_group` per fixture), so no two workers
+make the same run.
+"""
+
+import atexit
+import dataclasses
 import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
 
 os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
 ).strip()
+
+# Compiling costs more than running on a CPU, and many tests compile the same tiny programs, in
+# this process and in the command-line runs they start (which inherit the environment). One
+# persistent XLA cache for the session, empty at its start, compiles each program once; what a
+# test computes is the same, whether its program was compiled afresh or read back.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+    _cache = tempfile.mkdtemp(prefix='semvlp_jax_test_xla_cache_')
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
+    os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+    os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -12,6 +36,8 @@ import pytest  # noqa: E402
 
 from configs import demo  # noqa: E402
 from semvlp_jax.data import pipeline  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # The tiny model as command-line overrides of the demo config (for subprocess tests).
 TINY_MODEL_FLAGS = (
@@ -48,6 +74,70 @@ def tiny_data(tmp_path_factory):
     return pipeline.synthetic_pretraining(
         config.data, tmp_path_factory.mktemp('data'), batch_size=config.batch_size, seed=0
     )
+
+
+# Two fake CPU devices for command-line runs: the mesh code runs, and the subprocess starts
+# quickly. The compilation cache set above is inherited.
+CLI_ENV = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+
+
+def cli_command(workdir, *overrides) -> list[str]:
+    """`python -m semvlp_jax.main` on the demo config, as a user types it."""
+    return [
+        sys.executable,
+        '-m',
+        'semvlp_jax.main',
+        '--config',
+        str(ROOT / 'configs/demo.py'),
+        '--workdir',
+        str(workdir),
+        *overrides,
+    ]
+
+
+# The session's one full command-line run of the demo config (tiny model): the reference the
+# interrupted-and-resumed runs are compared with, and the end-to-end check of what a run writes.
+DEMO_RUN_STEPS = 100
+DEMO_RUN_FLAGS = (
+    *TINY_MODEL_FLAGS,
+    f'--config.total_steps={DEMO_RUN_STEPS}',
+    '--config.log_every=1',  # one history line per step: per-step losses to compare
+    '--config.checkpoint_every=10',
+    '--config.eval_every=40',  # and at the end, step 100, off that grid
+    '--config.data.num_val=16',
+)
+
+SHARED_RUNS = ('pretrained_run', 'demo_cli_run')
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for name in SHARED_RUNS:
+            if name in getattr(item, 'fixturenames', ()):
+                item.add_marker(pytest.mark.xdist_group(name))
+
+
+@dataclasses.dataclass(frozen=True)
+class CliRun:
+    workdir: pathlib.Path
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope='session')
+def demo_cli_run(tmp_path_factory) -> CliRun:
+    """The demo config through `python -m semvlp_jax.main`, uninterrupted (DEMO_RUN_FLAGS)."""
+    workdir = tmp_path_factory.mktemp('demo_cli_run')
+    result = subprocess.run(
+        cli_command(workdir, *DEMO_RUN_FLAGS),
+        cwd=ROOT,
+        env=CLI_ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return CliRun(workdir, result.stdout, result.stderr)
 
 
 @pytest.fixture(scope='session')

@@ -22,23 +22,20 @@ from semvlp_jax.models.encoder import stack_layers, unstack_layers
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
 from semvlp_jax.progress import read_history
-from tests.conftest import TINY_MODEL_FLAGS, tiny_config
-from tests.test_cli import CLI_ENV, ROOT, cli_command
-
-TOTAL_STEPS = 100
-RESUME_FLAGS = (
-    *TINY_MODEL_FLAGS,
-    f'--config.total_steps={TOTAL_STEPS}',
-    '--config.log_every=1',  # one history line per step: per-step losses to compare
-    '--config.checkpoint_every=10',
-    '--config.eval_every=1000',
-    '--config.data.num_val=16',
+from tests.conftest import (
+    CLI_ENV,
+    DEMO_RUN_FLAGS,
+    DEMO_RUN_STEPS,
+    ROOT,
+    cli_command,
+    tiny_config,
 )
 
 
 def start_run(workdir) -> subprocess.Popen:
+    """The session's demo command-line run (`demo_cli_run`), started afresh in `workdir`."""
     return subprocess.Popen(
-        cli_command(workdir, *RESUME_FLAGS),
+        cli_command(workdir, *DEMO_RUN_FLAGS),
         cwd=ROOT,
         env=CLI_ENV,
         stdout=subprocess.DEVNULL,
@@ -82,20 +79,13 @@ def losses_by_step(workdir) -> dict[int, dict]:
     return {record['step']: record for record in read_history(workdir / 'train_history.jsonl')}
 
 
-@pytest.fixture(scope='module')
-def uninterrupted(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp('uninterrupted')
-    code, stderr = finish(start_run(workdir))
-    assert code == 0, stderr[-3000:]
-    return workdir
-
-
 @pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGTERM], ids=['SIGKILL', 'SIGTERM'])
-def test_interrupted_run_resumes_bit_identically(uninterrupted, tmp_path, sig):
+def test_interrupted_run_resumes_bit_identically(demo_cli_run, tmp_path, sig):
+    uninterrupted = demo_cli_run.workdir
     kill_step = random.Random(sig).randint(15, 70)
     code, stderr = interrupt_at(tmp_path, kill_step, sig)
     stopped_at = last_logged_step(tmp_path)
-    assert stopped_at < TOTAL_STEPS, 'the run ended before the signal; nothing was tested'
+    assert stopped_at < DEMO_RUN_STEPS, 'the run ended before the signal; nothing was tested'
     steps = checkpoint_steps(tmp_path)  # a kill mid-save leaves a tmp directory: not a step
     if sig == signal.SIGTERM:
         assert code == 143, stderr[-3000:]
@@ -110,8 +100,8 @@ def test_interrupted_run_resumes_bit_identically(uninterrupted, tmp_path, sig):
     assert f'resumed from the checkpoint at step {steps[-1]}' in stderr
 
     want, got = losses_by_step(uninterrupted), losses_by_step(tmp_path)
-    assert sorted(got) == list(range(1, TOTAL_STEPS + 1))
-    for step in range(1, TOTAL_STEPS + 1):
+    assert sorted(got) == list(range(1, DEMO_RUN_STEPS + 1))
+    for step in range(1, DEMO_RUN_STEPS + 1):
         assert got[step] == want[step], f'step {step} differs after resuming at {steps[-1]}'
     jax.tree.map(np.testing.assert_array_equal, final_state(tmp_path), final_state(uninterrupted))
 
@@ -160,13 +150,14 @@ def restore(workdir, model):
 
 
 def test_restore_onto_a_different_mesh(tiny_data, tiny_batch, tmp_path):
+    # The meshes of test_sharding's runs, so that their compiled steps are reused.
     config, mesh, model, state = model_and_state(
-        tiny_data, {'data': 1, 'fsdp': 8, 'tensor': 1}, 'fsdp'
+        tiny_data, {'data': 2, 'fsdp': 4, 'tensor': 1}, 'fsdp'
     )
     state = trained(config, mesh, model, state, tiny_batch)
     save(tmp_path, state, position=5)
 
-    config2, mesh2, model2, _ = model_and_state(tiny_data, {'data': 2, 'fsdp': 1, 'tensor': 1})
+    config2, mesh2, model2, _ = model_and_state(tiny_data, {'data': 8, 'fsdp': 1, 'tensor': 1})
     (restored, meta), iterator = restore(tmp_path, model2)
     assert int(restored.step) == 2 and meta['step'] == 2
     np.testing.assert_array_equal(next(iterator), [10, 11])  # the data position came back too
@@ -176,7 +167,7 @@ def test_restore_onto_a_different_mesh(tiny_data, tiny_batch, tmp_path):
         jax.device_get(checkpoint.to_saved(state)),
     )
     kernel = restored.params['encoder']['layers'][0]['feed_forward']['expand']['kernel']
-    assert kernel.sharding.mesh.devices.size == 2 and kernel.sharding.spec == jax.P(None, None)
+    assert kernel.sharding.mesh.devices.size == 8 and kernel.sharding.spec == jax.P(None, None)
     # And it trains on, on the new mesh.
     assert int(trained(config2, mesh2, model2, restored, tiny_batch, steps=1).step) == 3
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import pathlib
 import re
 import socket
 import subprocess
@@ -10,9 +9,8 @@ import sys
 
 import numpy as np
 
-from tests.conftest import TINY_MODEL_FLAGS
+from tests.conftest import ROOT, TINY_MODEL_FLAGS
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
     '--config.total_steps=4',
     '--config.log_every=1',
@@ -58,11 +56,11 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
         )
         for i in range(2)
     ]
-    outputs = [w.communicate(timeout=400) for w in workers]
+    outputs = [w.communicate(timeout=900) for w in workers]
     for worker, (_, stderr) in zip(workers, outputs):
         assert worker.returncode == 0, stderr[-3000:]
     single = launch(tmp_path / 'single', 4)
-    _, single_stderr = single.communicate(timeout=400)
+    _, single_stderr = single.communicate(timeout=900)
     assert single.returncode == 0, single_stderr[-3000:]
 
     lines = [step_lines(stderr) for _, stderr in outputs]

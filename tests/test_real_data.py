@@ -12,8 +12,17 @@ import json
 import ml_collections
 import numpy as np
 import pytest
-from conftest import tiny_config
-from raw_files import (
+
+from configs import built_data, pretrain_real
+from semvlp_jax import config_checks, train
+from semvlp_jax.data import answers as answers_lib
+from semvlp_jax.data import builders, images, pipeline, train_tokenizer
+from semvlp_jax.data.image_index import ImageIndex
+from semvlp_jax.data.tokenizers import SentencePieceTokenizer
+from semvlp_jax.evaluators import vqa_eval
+from semvlp_jax.tasks import nlvr2, retrieval, vqa
+from tests.conftest import tiny_config
+from tests.raw_files import (
     RegionImage,
     gqa_question,
     nlvr2_record,
@@ -25,15 +34,6 @@ from raw_files import (
     write_region_tsv,
     write_vqa,
 )
-
-from configs import built_data, pretrain_real
-from semvlp_jax import config_checks, train
-from semvlp_jax.data import answers as answers_lib
-from semvlp_jax.data import builders, images, pipeline, train_tokenizer
-from semvlp_jax.data.image_index import ImageIndex
-from semvlp_jax.data.tokenizers import SentencePieceTokenizer
-from semvlp_jax.evaluators import vqa_eval
-from semvlp_jax.tasks import nlvr2, retrieval, vqa
 
 DIM = 8
 COLOURS = ('red', 'green', 'blue', 'yellow')

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
 from flax import nnx
 
 from configs import finetune, finetune_gqa, finetune_nlvr2, finetune_retrieval, finetune_vqa
@@ -25,6 +24,7 @@ from semvlp_jax.objectives import contrastive
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.tasks import retrieval
 from semvlp_jax.tasks.vqa import official_gqa_questions, official_vqa_files
+from tests.conftest import tiny_config
 
 SCENES = synthetic.SyntheticConfig()
 

@@ -232,13 +232,25 @@ class CachedScenes:
         return scene
 
 
-def caption_corpus(config: SyntheticConfig, size: int) -> Iterator[str]:
-    """Captions and questions of the first ``size`` train scenes (text for tokenizer training)."""
-    scenes = SyntheticScenes(dataclasses.replace(config, render_pixels=False), 'train', size)
+def text_scenes(config: SyntheticConfig, size: int) -> CachedScenes:
+    """The first ``size`` train scenes without pixels, kept once generated: the source of the
+    texts a tokenizer is trained on, read more than once."""
+    return CachedScenes(
+        SyntheticScenes(dataclasses.replace(config, render_pixels=False), 'train', size)
+    )
+
+
+def scene_texts(scenes: SyntheticScenes | CachedScenes) -> Iterator[str]:
+    """Each scene's captions, then its questions, scene by scene."""
     for index in range(len(scenes)):
         scene = scenes[index]
         yield from scene['captions']
         yield from (question['question'] for question in scene['questions'])
+
+
+def caption_corpus(config: SyntheticConfig, size: int) -> Iterator[str]:
+    """Captions and questions of the first ``size`` train scenes (text for tokenizer training)."""
+    return scene_texts(text_scenes(config, size))
 
 
 def render(objects: Sequence[SceneObject], image_size: int) -> np.ndarray:

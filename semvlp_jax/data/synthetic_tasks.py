@@ -53,8 +53,8 @@ def text_corpus(config: synthetic.SyntheticConfig, size: int) -> Iterator[str]:
     The tokenizer is word-level and keeps only words it sees often enough: a rare word (a large
     total, "exactly") would otherwise be unknown to every task that uses it.
     """
-    scenes = synthetic.SyntheticScenes(config, 'train', size)
-    texts = list(synthetic.caption_corpus(config, size))
+    scenes = synthetic.text_scenes(config, size)  # generated once, read three times
+    texts = list(synthetic.scene_texts(scenes))
     for index in range(len(scenes)):
         texts += [question['answer'] for question in scenes[index]['questions']]
     texts += [record.sentence for record in nlvr2(scenes, config.seed)[::PAIRS_PER_SENTENCE]]
