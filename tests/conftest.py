@@ -95,6 +95,18 @@ def cli_command(workdir, *overrides) -> list[str]:
     ]
 
 
+def run_cli(workdir, *overrides) -> subprocess.CompletedProcess:
+    """`cli_command` to its end, its output captured."""
+    return subprocess.run(
+        cli_command(workdir, *overrides),
+        cwd=ROOT,
+        env=CLI_ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
 # The session's one full command-line run of the demo config (tiny model): the reference the
 # interrupted-and-resumed runs are compared with, and the end-to-end check of what a run writes.
 DEMO_RUN_STEPS = 100
@@ -128,14 +140,7 @@ class CliRun:
 def demo_cli_run(tmp_path_factory) -> CliRun:
     """The demo config through `python -m semvlp_jax.main`, uninterrupted (DEMO_RUN_FLAGS)."""
     workdir = tmp_path_factory.mktemp('demo_cli_run')
-    result = subprocess.run(
-        cli_command(workdir, *DEMO_RUN_FLAGS),
-        cwd=ROOT,
-        env=CLI_ENV,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = run_cli(workdir, *DEMO_RUN_FLAGS)
     assert result.returncode == 0, result.stderr[-3000:]
     return CliRun(workdir, result.stdout, result.stderr)
 

@@ -1,20 +1,8 @@
 """The demo config through the real command line, in a subprocess."""
 
 import json
-import subprocess
 
-from tests.conftest import CLI_ENV, DEMO_RUN_STEPS, ROOT, cli_command
-
-
-def run_cli(workdir, *overrides):
-    return subprocess.run(
-        cli_command(workdir, *overrides),
-        cwd=ROOT,
-        env=CLI_ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+from tests.conftest import DEMO_RUN_STEPS, run_cli
 
 
 def test_demo_runs_end_to_end_and_writes_metrics(demo_cli_run):
