@@ -33,7 +33,10 @@ def base(arg: str | None, task: dict, objectives: dict[str, float]) -> ml_collec
         c.data.sources = {}
     else:
         c = demo.get_config()
-    c.task = task
+    # A labelled-data budget: train on a fixed random subset of this many training examples
+    # (0: all; an NLVR2 example is a sentence with one image pair, a retrieval one an image
+    # with its captions), e.g. `--config.task.train_examples=400`.
+    c.task = {'train_examples': 0, **task}
     c.init_from = values['init']
     c.schedule = values['mode']
     c.objectives = {values['mode']: objectives}

@@ -16,7 +16,7 @@ from semvlp_jax import tasks as tasks_lib
 from semvlp_jax.data import datasets, synthetic
 from semvlp_jax.data.tokenizers import TOKENIZER_KINDS
 from semvlp_jax.errors import ConfigError
-from semvlp_jax.models.embeddings import VISUAL_EMBEDDINGS
+from semvlp_jax.models.embeddings import REGION_NORMS, VISUAL_EMBEDDINGS
 from semvlp_jax.models.encoder import MODES, REMAT_POLICIES
 from semvlp_jax.optimizer import modes_of
 from semvlp_jax.parallel import mesh as mesh_lib
@@ -61,6 +61,7 @@ def validate(
         'batch_size',
         'microbatches',
         'schedule',
+        'itm_negatives',
         'objectives',
         'eval_every',
         'eval_batches',
@@ -128,6 +129,16 @@ def validate(
         f'config.model.num_heads={model.num_heads}',
     )
     _check_one_of(config, 'model.visual_input', VISUAL_EMBEDDINGS)
+    _check(
+        config.model.get('answer_bias', 'zero') in ('zero', 'prior'),
+        f'config.model.answer_bias={config.model.get("answer_bias")!r}; expected one of '
+        "['prior', 'zero']",
+    )
+    _check(
+        config.model.get('region_norm', 'average') in REGION_NORMS,
+        f'config.model.region_norm={config.model.get("region_norm")!r}; expected one of '
+        f'{list(REGION_NORMS)}',
+    )
     _check_one_of(config, 'model.remat', REMAT_POLICIES)
     _check_one_of(config, 'model.dtype', ('float32', 'bfloat16'))
     _check_one_of(config, 'optimizer.mu_dtype', ('float32', 'bfloat16'))
@@ -183,6 +194,16 @@ def validate(
         f'config.objectives.{(uses_itc or ["?"])[0]}.itc needs config.model.contrastive_dim > 0 '
         '(the size of the contrastive embeddings)',
     )
+    _check_one_of(config, 'itm_negatives', ITM_NEGATIVES)
+    _check(
+        config.itm_negatives != 'hard' or config.model.get('contrastive_dim', 0) > 0,
+        "config.itm_negatives='hard' samples negatives from contrastive similarities: it needs "
+        'config.model.contrastive_dim > 0',
+    )
+    _check(
+        isinstance(config.get('diagnostics', False), bool),
+        f'config.diagnostics={config.get("diagnostics")!r} must be True or False',
+    )
     _check_one_of(config, 'optimizer.decay', ('linear', 'cosine'))
     _check(
         config.optimizer.learning_rate > 0,
@@ -197,6 +218,9 @@ def validate(
 
 
 DATA_NAMES = ('synthetic', 'tfds')
+# How ITM negatives are drawn (train_step.make_itm_pairs): uniformly, or from the contrastive
+# similarities.
+ITM_NEGATIVES = ('random', 'hard')
 REGION_DATASETS = ('region_tsv', 'region_npz')
 
 
@@ -253,5 +277,15 @@ def _check_task(config: ml_collections.ConfigDict) -> None:
         task.itm_negatives or config.itm_negative_prob == 0,
         f'config.itm_negative_prob={config.itm_negative_prob} must be 0 for task {task.name!r}: '
         'an example whose image is swapped no longer has its answer or label',
+    )
+    budget = config.task.get('train_examples', 0)
+    _check(
+        isinstance(budget, int) and budget >= 0,
+        f'config.task.train_examples={budget!r} must be an integer >= 0 (0: every example)',
+    )
+    _check(
+        not budget or issubclass(task, tasks_lib.RecordTask),
+        f'config.task.train_examples={budget}: task {task.name!r} has no labelled training set '
+        'to take a budget of',
     )
     task.check(config)

@@ -7,8 +7,6 @@ Multi-host: add `--multihost` on every host (on TPU that is all; elsewhere also
 
 from __future__ import annotations
 
-import logging as python_logging
-import os
 import sys
 
 from absl import app, flags, logging
@@ -16,6 +14,7 @@ from ml_collections import config_flags
 
 from semvlp_jax import config_checks, train
 from semvlp_jax.parallel import multihost
+from semvlp_jax.progress import show_progress
 
 config_flags.DEFINE_config_file(
     'config', None, 'Python config file (get_config(arg)).', lock_config=True
@@ -40,17 +39,9 @@ FLAGS = flags.FLAGS
 PREEMPTED_EXIT_CODE = 143
 
 
-def _quiet_libraries(record) -> bool:
-    """Keeps orbax's and grain's warnings and errors, not their per-save INFO lines."""
-    return record.levelno >= python_logging.WARNING or not any(
-        f'{os.sep}{name}{os.sep}' in record.pathname for name in ('orbax', 'grain')
-    )
-
-
 def main(argv):
     del argv
-    logging.set_verbosity(logging.INFO)
-    logging.get_absl_handler().python_handler.addFilter(_quiet_libraries)
+    show_progress()
     if FLAGS.multihost:
         multihost.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     try:

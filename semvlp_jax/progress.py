@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import collections
 import json
+import logging as python_logging
+import os
 import pathlib
 import time
 from collections.abc import Mapping
 
 import tensorboardX
+from absl import logging
 
 from semvlp_jax.workdir import RunDir
+
+
+def quiet_libraries(record) -> bool:
+    """Keeps orbax's and grain's warnings and errors, not their per-save INFO lines."""
+    return record.levelno >= python_logging.WARNING or not any(
+        f'{os.sep}{name}{os.sep}' in record.pathname for name in ('orbax', 'grain')
+    )
+
+
+def show_progress() -> None:
+    """INFO logging for the trainer's progress lines, without orbax's and grain's chatter."""
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().python_handler.addFilter(quiet_libraries)
 
 
 class Progress:

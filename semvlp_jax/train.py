@@ -93,6 +93,7 @@ def jit_train_step(config: ml_collections.ConfigDict, model: TrainSetup, mesh: j
             optimizer=model.optimizer,
             objectives=config.objectives.to_dict(),
             itm_negative_prob=config.itm_negative_prob,
+            itm_negatives=config.itm_negatives,
             microbatches=config.microbatches,
         ),
         static_argnames='step_mode',

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from semvlp_jax import diagnostics
 from semvlp_jax import objectives as objectives_lib
 from semvlp_jax.objectives.losses import Ratio
 from semvlp_jax.optimizer import ModeAwareOptimizer, modes_of
@@ -54,24 +55,43 @@ class TrainState:
 
 
 def make_itm_pairs(
-    batch: Mapping[str, jax.Array], rng: jax.Array, negative_prob: float
+    batch: Mapping[str, jax.Array],
+    rng: jax.Array,
+    negative_prob: float,
+    scores: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """With probability `negative_prob` per example, pairs its text with another example's image.
 
-    The other image is drawn uniformly from the rest of the *global* batch (index i + offset,
-    offset in 1..B-1, so never the example's own image). Adds `is_matched` [batch] (1 = own image).
+    The other image comes from the rest of the *global* batch, never a row showing the same image
+    (`image_key`, when the batch has it: two captions of one picture are not a negative pair).
+    Without `scores` it is drawn uniformly; with `scores` [batch (texts), batch (images)] it is
+    sampled from softmax(scores[i]) over the allowed rows: hard negatives, the images the text is
+    most easily confused with (ALBEF). A row with no other image keeps its own. Adds `is_matched`
+    [batch] (1 = own image).
     """
     size = batch['text_ids'].shape[0]
-    swap_rng, offset_rng = jax.random.split(rng)
-    swap = jax.random.bernoulli(swap_rng, negative_prob, (size,))
-    offset = jax.random.randint(offset_rng, (size,), 1, max(size, 2))
-    source = jnp.where(swap, (jnp.arange(size) + offset) % size, jnp.arange(size))
+    keys = batch.get('image_key', jnp.arange(size))
+    allowed = keys[:, None] != keys[None, :]
+    swap_rng, pick_rng = jax.random.split(rng)
+    logits = jnp.zeros((size, size), jnp.float32) if scores is None else scores
+    logits = jnp.where(allowed, jax.lax.stop_gradient(logits.astype(jnp.float32)), -jnp.inf)
+    other = jax.random.categorical(pick_rng, logits, axis=-1)
+    swap = jax.random.bernoulli(swap_rng, negative_prob, (size,)) & allowed.any(axis=-1)
+    source = jnp.where(swap, other, jnp.arange(size))
     paired = dict(batch)
     for field in FIELDS_SWAPPED_WITH_THE_IMAGE:
         if field in batch:
             paired[field] = jnp.take(batch[field], source, axis=0)
     paired['is_matched'] = (~swap).astype(jnp.int32)
     return paired
+
+
+def contrastive_scores(params, batch, *, graphdef: nnx.GraphDef) -> jax.Array:
+    """[texts, images] contrastive logits of the batch's own texts and images (uni-modal pass,
+    no dropout): what hard ITM negatives are sampled from."""
+    model = nnx.merge(graphdef, params)
+    text, image = model.embed_texts(batch), model.embed_images(batch)
+    return model.contrastive_head.inverse_temperature() * text @ image.T
 
 
 def objective_terms(
@@ -148,17 +168,22 @@ def train_step(
     optimizer: ModeAwareOptimizer,
     objectives: Mapping[str, Mapping[str, float]],
     itm_negative_prob: float,
+    itm_negatives: str = 'random',
     microbatches: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One update in step mode `step_mode` ('single', 'two' or 'both').
 
     With `microbatches` k > 1 the gradient is accumulated over k slices of the batch in a
     `lax.scan`; the update equals one step on the whole batch. A step whose loss or gradient is
-    not finite applies no update. Metrics are keyed `<model mode>/<metric>` (e.g.
+    not finite applies no update. `itm_negatives='hard'` samples ITM negatives from the
+    contrastive similarities (`make_itm_pairs`). Metrics are keyed `<model mode>/<metric>` (e.g.
     `two/mlm_accuracy`) plus `learning_rate`, `grad_norm`, `skipped` and `skipped_in_a_row`.
     """
     pair_rng, *dropout_rngs = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
-    batch = make_itm_pairs(batch, pair_rng, itm_negative_prob)
+    scores = None
+    if itm_negatives == 'hard':
+        scores = contrastive_scores(state.params, batch, graphdef=graphdef)
+    batch = make_itm_pairs(batch, pair_rng, itm_negative_prob, scores)
     modes = modes_of(step_mode)
 
     def loss_fn(params, batch, rngs, counts):
@@ -201,6 +226,9 @@ def train_step(
     }
     metrics['learning_rate'] = optimizer.learning_rate(state.step)
     metrics['grad_norm'] = optax.tree.norm(grads)
+    metrics.update(
+        {f'grad_norm/{g}': n for g, n in diagnostics.parameter_group_norms(grads).items()}
+    )
     updated = optimizer.apply(grads, state.opt_state, state.params, step_mode=step_mode)
     return _update(state, updated, metrics)
 
@@ -235,10 +263,27 @@ def eval_step(
     graphdef: nnx.GraphDef,
     objectives: Mapping[str, Mapping[str, float]],
     itm_negative_prob: float,
+    with_diagnostics: bool = False,
 ) -> dict[str, jax.Array]:
-    """Metrics of one model mode on one batch, without dropout; `rng` fixes the ITM pairing."""
-    batch = make_itm_pairs(batch, rng, itm_negative_prob)
+    """Metrics of one model mode on one batch, without dropout; `rng` fixes the ITM pairing.
+    `with_diagnostics` adds the alignment diagnostics (`diagnostics.alignment`, on the batch's
+    own pairs) and, per objective, the norm of its unweighted gradient on the shared parameters
+    (`diag_grad_<objective>`): which objective drives the encoder."""
+    paired = make_itm_pairs(batch, rng, itm_negative_prob)
     terms, metrics = objective_terms(
-        params, batch, None, mode=mode, graphdef=graphdef, objectives=objectives
+        params, paired, None, mode=mode, graphdef=graphdef, objectives=objectives
     )
-    return summarise(terms, metrics, objectives[mode])
+    summary = summarise(terms, metrics, objectives[mode])
+    if with_diagnostics:
+        summary.update(diagnostics.alignment(nnx.merge(graphdef, params), batch, mode))
+        for name in objectives[mode]:
+
+            def loss(params, name=name):
+                one = {mode: {name: 1.0}}
+                terms, _ = objective_terms(
+                    params, paired, None, mode=mode, graphdef=graphdef, objectives=one
+                )
+                return weighted_loss(terms, one[mode])
+
+            summary[f'diag_grad_{name}'] = diagnostics.shared_gradient_norm(jax.grad(loss)(params))
+    return summary

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from semvlp_jax import train
+from semvlp_jax import diagnostics, train
 from semvlp_jax.models.encoder import stack_layers
 from semvlp_jax.models.semvlp import SemVLP
 from semvlp_jax.parallel import mesh as mesh_lib
@@ -140,3 +140,15 @@ def test_scanned_training_under_fsdp_matches_unrolled(tiny_data, tiny_batch):
     )
     kernel = got_state.params['encoder']['stacks'][0]['feed_forward']['expand']['kernel']
     assert kernel.sharding.spec == P(None, 'fsdp', None)
+
+
+@pytest.mark.parametrize('mode', ['single', 'two'])
+def test_alignment_diagnostics_read_the_scanned_layers_as_the_unrolled_ones(
+    tiny_data, tiny_batch, mode
+):
+    unrolled, scanned, _ = model_pair(tiny_data)
+    expected = diagnostics.alignment(unrolled, tiny_batch, mode)
+    got = diagnostics.alignment(scanned, tiny_batch, mode)
+    assert sorted(got) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-6, err_msg=key)

@@ -109,10 +109,15 @@ def test_retrieval_config_fine_tunes_with_itm_and_itc(pretrained_run, tmp_path):
 # --- pieces ---------------------------------------------------------------------------------
 
 
-def _tiny_model(images_per_example=1, contrastive_dim=16, num_layers=3, num_cross_layers=1):
+def _tiny_model(
+    images_per_example=1, contrastive_dim=16, num_layers=3, num_cross_layers=1, **model
+):
     config = tiny_config().model
     config.update(
-        num_layers=num_layers, num_cross_layers=num_cross_layers, contrastive_dim=contrastive_dim
+        num_layers=num_layers,
+        num_cross_layers=num_cross_layers,
+        contrastive_dim=contrastive_dim,
+        **model,
     )
     dims = DataDims(
         vocab_size=50,

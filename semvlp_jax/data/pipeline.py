@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import pathlib
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 
 import grain
@@ -64,10 +65,12 @@ class PretrainingExample:
         scores: np.ndarray,
         is_question: bool,
         image: dict[str, np.ndarray],
+        image_key: int,
         rng: np.random.Generator,
     ) -> dict[str, np.ndarray]:
         """`image` holds region_features, region_boxes, region_mask, object_labels and
-        attribute_labels (-1 where unknown); `scores` the [num_answers] QA targets."""
+        attribute_labels (-1 where unknown); `scores` the [num_answers] QA targets; `image_key`
+        an int32 that only this image has among the batch's (see `image_key`)."""
         c = self.config
         ids, text_mask = self.encode(text)
         eligible = text_mask.astype(bool) & ~np.isin(ids, self.special_ids)
@@ -104,7 +107,17 @@ class PretrainingExample:
             'mop_weights': regions.weights,
             'is_question': np.int32(is_question),
             'answer_scores': scores.astype(np.float32, copy=False),
+            'image_key': np.int32(image_key),
         }
+
+
+def image_key(image_id: str | int) -> int:
+    """A non-negative int32 for an image id: rows with equal keys show the same image, so ITM
+    never pairs them as a negative and ITC never scores them as one (a CRC32 collision between
+    two images of one batch, about 1 in 2**31 per pair, would only drop a negative)."""
+    if isinstance(image_id, (int, np.integer)) and 0 <= image_id < 2**31:
+        return int(image_id)
+    return zlib.crc32(str(image_id).encode()) & 0x7FFFFFFF
 
 
 class SceneExample:
@@ -127,7 +140,7 @@ class SceneExample:
         else:
             text = scene['captions'][rng.integers(len(scene['captions']))]
             scores = np.zeros(len(self.answer_index), np.float32)
-        return self.make(text, scores, is_question, scene, rng)
+        return self.make(text, scores, is_question, scene, image_key(scene['image_id']), rng)
 
 
 class RecordExample:
@@ -150,7 +163,8 @@ class RecordExample:
     ) -> dict[str, np.ndarray]:
         text, answers = pretraining_text(record)
         scores = answer_scores(answers, self.answer_index)
-        return self.make(text, scores, bool(answers), self.images(record.image_id), rng)
+        image = self.images(record.image_id)
+        return self.make(text, scores, bool(answers), image, image_key(record.image_id), rng)
 
 
 def pretraining_text(record: CaptionRecord | VqaRecord | GqaRecord) -> tuple[str, tuple[str, ...]]:
@@ -167,6 +181,18 @@ def pretraining_text(record: CaptionRecord | VqaRecord | GqaRecord) -> tuple[str
 
 def _at(labels: np.ndarray, masked: masking.Masked) -> np.ndarray:
     return np.where(masked.weights > 0, labels[masked.positions], -1).astype(np.int32)
+
+
+# Validation masks words and regions at BERT's and LXMERT's 15% whatever the training rates
+# (`data.mlm_prob`, `data.mop_prob`), so masked-token accuracy means one thing across configs.
+EVAL_MASK_PROB = 0.15
+
+
+def eval_masking(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`data` with the validation masking rates."""
+    data = ml_collections.ConfigDict(data.to_dict())
+    data.update(mlm_prob=EVAL_MASK_PROB, mop_prob=EVAL_MASK_PROB)
+    return data
 
 
 @dataclasses.dataclass
@@ -251,6 +277,7 @@ def synthetic_pretraining(
     scenes = synthetic.SyntheticConfig.from_data(data)
     tokenizer = run_tokenizer(data, workdir)
     to_example = SceneExample(tokenizer, synthetic.ANSWERS, data)
+    to_val_example = SceneExample(tokenizer, synthetic.ANSWERS, eval_masking(data))
     shares = dict(process_index=process_index, process_count=process_count)
     train = shuffled_batches(
         synthetic.CachedScenes(synthetic.SyntheticScenes(scenes, 'train', data.num_train)),
@@ -262,7 +289,7 @@ def synthetic_pretraining(
     )
     val = grain.MapDataset.source(
         synthetic.SyntheticScenes(scenes, 'val', data.num_val)
-    ).random_map(to_example, seed=seed + 1)
+    ).random_map(to_val_example, seed=seed + 1)
     val = list(local_batches(val, batch_size, **shares))
     return PretrainingData(train, val, data_dims(data, tokenizer.vocab_size), tokenizer)
 
@@ -306,6 +333,7 @@ def built_pretraining(
         is_writer=process_index == 0,
     )
     to_example = RecordExample(tokenizer, answers, data, images)
+    to_val_example = RecordExample(tokenizer, answers, eval_masking(data), images)
 
     def mixture(key: str, shuffled: bool) -> grain.MapDataset:
         used = [name for name in names if data.sources[name].get(key)]
@@ -326,7 +354,7 @@ def built_pretraining(
             f'config.eval_batches x config.batch_size = {eval_examples} validation examples, but '
             f'the val_split mixture of config.data.sources has {len(val)}'
         )
-    val = val[:eval_examples].random_map(to_example, seed=seed + 1)
+    val = val[:eval_examples].random_map(to_val_example, seed=seed + 1)
     val = list(local_batches(val, batch_size, **shares))
     dims = data_dims(data, tokenizer.vocab_size, num_answers=len(answers))
     return PretrainingData(train, val, dims, tokenizer)

@@ -67,6 +67,11 @@ class RegionEmbeddings(nnx.Module):
     Boxes are (x1, y1, x2, y2) normalised to [0, 1]; width and height are appended here so the
     box projection sees 6 numbers. Regions get token type 1 and no 1-D position.
 
+    The average of two unit-scale LayerNorm outputs has about 1/sqrt(2) of the text embeddings'
+    scale (`diag_region_to_text_scale` ~0.7 at initialisation); `normalise_output=True` adds a
+    LayerNorm over the sum with the type embedding, as the text side has, so both modalities
+    enter the encoder at one scale (`config.model.region_norm='layer_norm'`).
+
     The projections have no bias: a masked (zeroed) region then projects to exactly 0 whatever
     the weights, so LayerNorm's huge gradient at a constant input (1/sqrt(eps)) reaches no
     parameter. With a bias, that gradient lands on the bias and dominates the global norm.
@@ -80,6 +85,7 @@ class RegionEmbeddings(nnx.Module):
         *,
         rngs: nnx.Rngs,
         dtype: jnp.dtype = jnp.float32,
+        normalise_output: bool = False,
     ):
         self.dtype = dtype  # of the output; the projections and LayerNorms stay float32
         self.feature = dense(
@@ -88,6 +94,7 @@ class RegionEmbeddings(nnx.Module):
         self.feature_norm = layer_norm(hidden_size, rngs=rngs)
         self.box = dense(6, hidden_size, (None, 'embed'), use_bias=False, rngs=rngs)
         self.box_norm = layer_norm(hidden_size, rngs=rngs)
+        self.output_norm = layer_norm(hidden_size, rngs=rngs) if normalise_output else None
         self.dropout = nnx.Dropout(dropout_rate)
 
     def __call__(
@@ -101,6 +108,8 @@ class RegionEmbeddings(nnx.Module):
             + self.box_norm(self.box(boxes))
         ) / 2
         x = x + type_embedding(jnp.full(x.shape[:2], IMAGE_TYPE))
+        if self.output_norm is not None:
+            x = self.output_norm(x)
         return dropout(x.astype(self.dtype), self.dropout, rngs), batch['region_mask']
 
 
@@ -111,7 +120,12 @@ def _regions(config, dims, *, rngs: nnx.Rngs) -> RegionEmbeddings:
         config.dropout_rate,
         rngs=rngs,
         dtype=jnp.dtype(config.dtype),
+        normalise_output=config.get('region_norm', 'average') == 'layer_norm',
     )
 
+
+# How region embeddings are scaled (`config.model.region_norm`): LXMERT's average of the two
+# normalised projections, or that average normalised again (the text embeddings' scale).
+REGION_NORMS = ('average', 'layer_norm')
 
 VISUAL_EMBEDDINGS = {'regions': _regions}

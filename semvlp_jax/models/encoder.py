@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -200,6 +201,19 @@ class SharedEncoder(nnx.Module):
 
         x, _ = self._run(step, x, rngs, bottom_only=True)
         return x
+
+    def layer(self, index: int) -> EncoderLayer:
+        """Layer `index` (bottom is 0) as a module of its own, in either layout (a scanned
+        stack's slice is merged into a fresh module); for inspection, not for the forward pass."""
+        if self.layers is not None:
+            return self.layers[index]
+        first = 0
+        for size, stack in zip(self.stack_sizes, self.stacks):
+            if index < first + size:
+                graphdef, state = nnx.split(stack)
+                return nnx.merge(graphdef, jax.tree.map(operator.itemgetter(index - first), state))
+            first += size
+        raise IndexError(f'layer {index} out of range for {first} layers')
 
     def _run(
         self, step: Callable, carry: Any, rngs, *, bottom_only: bool = False

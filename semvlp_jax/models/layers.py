@@ -104,11 +104,28 @@ class Attention(nnx.Module):
             return x.reshape(batch, x.shape[1], self.num_heads, head_dim)
 
         q, k, v = heads(self.query(queries)), heads(self.key(context)), heads(self.value(context))
-        mask = context_mask[:, None, None, :].astype(
-            bool
-        )  # [batch, 1 (heads), 1 (queries), kv_len]
+        mask = context_mask[:, None, None, :].astype(bool)  # [batch, heads, queries, kv_len]
         attended = jax.nn.dot_product_attention(q, k, v, mask=mask).reshape(batch, q_len, hidden)
         return self.norm(queries + dropout(self.output(attended), self.dropout, rngs))
+
+    def inspect(
+        self, queries: jax.Array, context: jax.Array, context_mask: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """What `__call__` computes inside, without dropout, for diagnostics: the attention
+        probabilities [batch, heads, q_len, kv_len] and the update [batch, q_len, hidden] that is
+        added to `queries` before the LayerNorm (`__call__` = norm(queries + update))."""
+        batch, q_len, hidden = queries.shape
+        head_dim = hidden // self.num_heads
+
+        def heads(x):  # [batch, len, hidden] -> [batch, heads, len, head_dim]
+            return x.reshape(batch, x.shape[1], self.num_heads, head_dim).transpose(0, 2, 1, 3)
+
+        q, k, v = heads(self.query(queries)), heads(self.key(context)), heads(self.value(context))
+        logits = (q @ k.swapaxes(-1, -2)).astype(jnp.float32) / jnp.sqrt(head_dim)
+        logits = jnp.where(context_mask[:, None, None, :].astype(bool), logits, -1e30)
+        probs = jax.nn.softmax(logits, axis=-1)
+        attended = (probs.astype(v.dtype) @ v).transpose(0, 2, 1, 3).reshape(batch, q_len, hidden)
+        return probs, self.output(attended)
 
 
 class FeedForward(nnx.Module):

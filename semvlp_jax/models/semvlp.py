@@ -82,7 +82,12 @@ class SemVLP(nnx.Module):
             rngs=rngs,
         )
         self.matching_head = MatchingHead(hidden, rngs=rngs)
-        self.answer_head = AnswerHead(hidden, dims.num_answers, rngs=rngs)
+        self.answer_head = AnswerHead(
+            hidden,
+            dims.num_answers,
+            rngs=rngs,
+            prior_bias=config.get('answer_bias', 'zero') == 'prior',
+        )
         # Task heads exist only where the data or the config asks for them.
         self.pair_head = (
             PairHead(hidden, dims.images_per_example, rngs=rngs)

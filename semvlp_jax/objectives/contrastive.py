@@ -25,11 +25,15 @@ def image_text_contrastive(model, encoded, batch):
     text = head.embed_text(encoded.unimodal_text)
     image = head.embed_image(encoded.unimodal_image)
     weights = batch['is_matched'].astype(jnp.float32) * (1 - batch['is_question'])
-    # Columns of rows that take no part leave the softmax. Not -inf: a left-out row's own loss
-    # would be inf, and its zero weight would not stop a NaN gradient.
-    excluded = jnp.where(weights > 0, 0.0, -1e9)
+    size = weights.shape[0]
+    labels = jnp.arange(size)
+    # Columns of rows that take no part leave the softmax, and so do other rows of the same
+    # image (another caption of it is no negative). Not -inf: a left-out row's own loss would be
+    # inf, and its zero weight would not stop a NaN gradient.
+    keys = batch.get('image_key', labels)
+    same_image = (keys[:, None] == keys[None, :]) & (labels[:, None] != labels[None, :])
+    excluded = jnp.where((weights[None, :] > 0) & ~same_image, 0.0, -1e9)
     logits = head.inverse_temperature() * text @ image.T
-    labels = jnp.arange(logits.shape[0])
     text_to_image = optax.softmax_cross_entropy_with_integer_labels(logits + excluded, labels)
     image_to_text = optax.softmax_cross_entropy_with_integer_labels(logits.T + excluded, labels)
     loss = (text_to_image + image_to_text) / 2

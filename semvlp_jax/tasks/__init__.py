@@ -1,6 +1,6 @@
 """Tasks by name (`config.task.name`): what the trainer trains on and how it evaluates."""
 
-from semvlp_jax.tasks.base import EvalContext, Task, TaskData
+from semvlp_jax.tasks.base import EvalContext, RecordTask, Task, TaskData
 from semvlp_jax.tasks.nlvr2 import Nlvr2
 from semvlp_jax.tasks.pretrain import Pretrain
 from semvlp_jax.tasks.retrieval import Retrieval
@@ -15,4 +15,4 @@ def get(name: str) -> type[Task]:
     return TASKS[name]
 
 
-__all__ = ['TASKS', 'EvalContext', 'Task', 'TaskData', 'get']
+__all__ = ['TASKS', 'EvalContext', 'RecordTask', 'Task', 'TaskData', 'get']

@@ -36,6 +36,7 @@ from semvlp_jax.data.images import images_of
 from semvlp_jax.data.pipeline import TextEncoder, shuffled_batches
 from semvlp_jax.data.tokenizers import Tokenizer
 from semvlp_jax.data.vocabularies import run_tokenizer
+from semvlp_jax.errors import ConfigError
 from semvlp_jax.workdir import RunDir
 
 Example = dict[str, np.ndarray]
@@ -247,7 +248,9 @@ class RecordTask(Task):
         """Refuses built records the task cannot train or score on (a hidden test split)."""
 
     def data(self) -> TaskData:
-        train = self.elements(self.records('train'), 'train')
+        train = labelled_budget(
+            self.elements(self.records('train'), 'train'), self.config.task.get('train_examples')
+        )
         self.prepare(train)
         self.val = self.elements(self.records('val'), 'val')
         self.val_examples = self.validation_examples(self.val)
@@ -279,6 +282,25 @@ class RecordTask(Task):
         if self.is_writer:
             self.directory.mkdir(parents=True, exist_ok=True)
             (self.directory / name).write_text(json.dumps(value))
+
+
+# The budget's subset is the same for every run and seed, so that runs compared under one budget
+# (pre-trained against from scratch) learn from the same labelled examples.
+BUDGET_SEED = 0
+
+
+def labelled_budget(train: list, budget: int | None) -> list:
+    """`config.task.train_examples`: a fixed random subset of `budget` training elements (in
+    their original order), or all of them for 0 / None. A budget above the split's size is a
+    ConfigError, raised before training starts."""
+    if not budget:
+        return train
+    if budget > len(train):
+        raise ConfigError(
+            f'config.task.train_examples={budget} but the training split has {len(train)}'
+        )
+    keep = np.sort(np.random.default_rng(BUDGET_SEED).permutation(len(train))[:budget])
+    return [train[i] for i in keep]
 
 
 def slug(name: str) -> str:

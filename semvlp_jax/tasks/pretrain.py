@@ -2,7 +2,7 @@
 (`config.data.name='synthetic'`) or on datasets built from real files (`'tfds'`).
 
 Evaluation is each mode's objective metrics on fixed validation batches (the same examples,
-masks and ITM pairings at every evaluation).
+masks and ITM pairings at every evaluation, half of the texts with another image).
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ from semvlp_jax.errors import ConfigError
 from semvlp_jax.progress import MetricAverager
 from semvlp_jax.tasks.base import EvalContext, Task, TaskData, per_mode
 from semvlp_jax.train_step import eval_step
+
+# Evaluation pairs half the validation texts with another image whatever the training share
+# (`config.itm_negative_prob`), so ITM accuracy has one meaning (chance 0.5) across configs.
+EVAL_ITM_NEGATIVE_PROB = 0.5
 
 
 class Pretrain(Task):
@@ -79,7 +83,8 @@ class Pretrain(Task):
                             mode=mode,
                             graphdef=context.graphdef,
                             objectives=context.config.objectives.to_dict(),
-                            itm_negative_prob=context.config.itm_negative_prob,
+                            itm_negative_prob=EVAL_ITM_NEGATIVE_PROB,
+                            with_diagnostics=context.config.get('diagnostics', False),
                         ),
                         out_shardings=replicated,
                     )
