@@ -19,7 +19,6 @@ stands:
   model that ignores the image gives both 0.
 - `diag_region_to_text_scale`: RMS of the visual embeddings over real regions / RMS of the text
   embeddings over real tokens, as the encoder's first layer receives them.
-
 - `diag_grad_<objective>`: the norm of each objective's own (unweighted) gradient on the
   parameters every objective shares (embeddings and encoder, `shared_gradient_norm`): which
   objective drives the encoder. In the demo at initialisation QA's is 60x MLM's.
@@ -33,7 +32,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from semvlp_jax.models.layers import masked_mean
 from semvlp_jax.models.semvlp import SemVLP, one_row_per_image
 
 # Encoder parameters are grouped by the block they belong to, across layers and stacks.
@@ -74,8 +72,9 @@ def normalised_entropy(probs: jax.Array, keys: jax.Array, query_weights: jax.Arr
 
 def rms(x: jax.Array, mask: jax.Array) -> jax.Array:
     """Root mean square of x [batch, len, hidden] over positions where mask [batch, len] is set."""
-    mean_square = masked_mean(jnp.mean(jnp.square(x.astype(jnp.float32)), -1, keepdims=True), mask)
-    return jnp.sqrt(jnp.mean(mean_square))
+    weights = mask.astype(jnp.float32)
+    squares = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=-1)
+    return jnp.sqrt(jnp.sum(squares * weights) / jnp.maximum(jnp.sum(weights), 1.0))
 
 
 def itm_logit(model: SemVLP, batch: dict, mode: str) -> jax.Array:

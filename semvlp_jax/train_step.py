@@ -174,7 +174,8 @@ def train_step(
     """One update in step mode `step_mode` ('single', 'two' or 'both').
 
     With `microbatches` k > 1 the gradient is accumulated over k slices of the batch in a
-    `lax.scan`; the update equals one step on the whole batch. A step whose loss or gradient is
+    `lax.scan`; the update equals one step on the whole batch (except for ITC, whose
+    negatives are then the rest of the microbatch, not of the whole batch). A step whose loss or gradient is
     not finite applies no update. `itm_negatives='hard'` samples ITM negatives from the
     contrastive similarities (`make_itm_pairs`). Metrics are keyed `<model mode>/<metric>` (e.g.
     `two/mlm_accuracy`) plus `learning_rate`, `grad_norm`, `skipped` and `skipped_in_a_row`.
