@@ -33,12 +33,18 @@ from semvlp_jax import train  # noqa: E402
 from semvlp_jax.progress import read_history, show_progress  # noqa: E402
 
 # What the SemVLP recipe shipped with before issue 13 (the demo's values then).
+
+
+def weights(**objectives: float) -> dict:
+    """The same objectives and loss weights in both modes, as variant keys."""
+    return {f'objectives.{mode}': dict(objectives) for mode in ('single', 'two')}
+
+
 OLD_DEFAULTS = {
     'total_steps': 1400,
     'itm_negatives': 'random',
     'model.contrastive_dim': 0,
-    'objectives.single': {'mlm': 1.0, 'mop': 1.0, 'itm': 1.0, 'qa': 1.0},
-    'objectives.two': {'mlm': 1.0, 'mop': 1.0, 'itm': 1.0, 'qa': 1.0},
+    **weights(mlm=1.0, mop=1.0, itm=1.0, qa=1.0),
     'optimizer.learning_rate': 1e-3,
     'optimizer.warmup_steps': 100,
     'model.region_norm': 'average',
@@ -48,8 +54,7 @@ OLD_DEFAULTS = {
 WITH_ITC = {
     **OLD_DEFAULTS,
     'model.contrastive_dim': 64,
-    'objectives.single': {'mlm': 1.0, 'mop': 1.0, 'itm': 1.0, 'qa': 1.0, 'itc': 1.0},
-    'objectives.two': {'mlm': 1.0, 'mop': 1.0, 'itm': 1.0, 'qa': 1.0, 'itc': 1.0},
+    **weights(mlm=1.0, mop=1.0, itm=1.0, qa=1.0, itc=1.0),
 }
 VARIANTS: dict[str, dict] = {
     'demo': {},  # configs/demo.py as it is
@@ -64,44 +69,18 @@ VARIANTS: dict[str, dict] = {
         'itm_negatives': 'hard',
     },
     # Leave one objective out: which one slows the others down?
-    'itc_no_mop': {
-        **WITH_ITC,
-        'objectives.single': {'mlm': 1.0, 'itm': 1.0, 'qa': 1.0, 'itc': 1.0},
-        'objectives.two': {'mlm': 1.0, 'itm': 1.0, 'qa': 1.0, 'itc': 1.0},
-    },
-    'itc_no_qa': {
-        **WITH_ITC,
-        'objectives.single': {'mlm': 1.0, 'mop': 1.0, 'itm': 1.0, 'itc': 1.0},
-        'objectives.two': {'mlm': 1.0, 'mop': 1.0, 'itm': 1.0, 'itc': 1.0},
-    },
+    'itc_no_mop': {**WITH_ITC, **weights(mlm=1.0, itm=1.0, qa=1.0, itc=1.0)},
+    'itc_no_qa': {**WITH_ITC, **weights(mlm=1.0, mop=1.0, itm=1.0, itc=1.0)},
     # MLM's gradient on the shared encoder is ~15% of the total (diag_grad_*): weigh it up.
-    'itc_mlm4': {
-        **WITH_ITC,
-        'objectives.single': {'mlm': 4.0, 'mop': 1.0, 'itm': 1.0, 'qa': 1.0, 'itc': 1.0},
-        'objectives.two': {'mlm': 4.0, 'mop': 1.0, 'itm': 1.0, 'qa': 1.0, 'itc': 1.0},
-    },
+    'itc_mlm4': {**WITH_ITC, **weights(mlm=4.0, mop=1.0, itm=1.0, qa=1.0, itc=1.0)},
     # Token-level and matching objectives up, the loud ones (MOP, QA) down, ITC kept.
-    'balanced': {
-        **WITH_ITC,
-        'objectives.single': {'mlm': 1.0, 'mop': 0.25, 'itm': 1.0, 'qa': 0.25, 'itc': 1.0},
-        'objectives.two': {'mlm': 1.0, 'mop': 0.25, 'itm': 1.0, 'qa': 0.25, 'itc': 1.0},
-    },
-    'balanced_mlm2': {
-        **WITH_ITC,
-        'objectives.single': {'mlm': 2.0, 'mop': 0.25, 'itm': 1.0, 'qa': 0.25, 'itc': 1.0},
-        'objectives.two': {'mlm': 2.0, 'mop': 0.25, 'itm': 1.0, 'qa': 0.25, 'itc': 1.0},
-    },
+    'balanced': {**WITH_ITC, **weights(mlm=1.0, mop=0.25, itm=1.0, qa=0.25, itc=1.0)},
+    'balanced_mlm2': {**WITH_ITC, **weights(mlm=2.0, mop=0.25, itm=1.0, qa=0.25, itc=1.0)},
     'balanced_mlm2_itm2': {
         **WITH_ITC,
-        'objectives.single': {'mlm': 2.0, 'mop': 0.25, 'itm': 2.0, 'qa': 0.25, 'itc': 1.0},
-        'objectives.two': {'mlm': 2.0, 'mop': 0.25, 'itm': 2.0, 'qa': 0.25, 'itc': 1.0},
+        **weights(mlm=2.0, mop=0.25, itm=2.0, qa=0.25, itc=1.0),
     },
-    'mlm_only': {
-        **OLD_DEFAULTS,
-        'objectives.single': {'mlm': 1.0},
-        'objectives.two': {'mlm': 1.0},
-        'best_metric': '',
-    },
+    'mlm_only': {**OLD_DEFAULTS, **weights(mlm=1.0), 'best_metric': ''},
     'hard_only': {**OLD_DEFAULTS, 'model.contrastive_dim': 64, 'itm_negatives': 'hard'},
     'lr_3e-4': {**OLD_DEFAULTS, 'optimizer.learning_rate': 3e-4},
     'lr_2e-3': {**OLD_DEFAULTS, 'optimizer.learning_rate': 2e-3},
