@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     'pillow>=11,<14',
     'tensorboardX>=2.6.2,<3',
     'absl-py>=2.1,<3',
+    'safetensors>=0.8,<0.9',
 ]
 
 setuptools.setup(

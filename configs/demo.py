@@ -44,6 +44,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.best_metric = 'val/two/itm_accuracy'
     c.best_metric_goal = 'max'  # max | min
     c.init_from = ''
+    # An HF BERT checkpoint directory (config.json, model.safetensors, vocab.txt) for the text
+    # embeddings, the encoder's self-attention and FFN, the pooler and the MLM head; the model's
+    # sizes and numerics must be the checkpoint's, and its vocab.txt becomes the tokenizer.
+    c.init_bert = ''
     # A step whose loss or gradient is not finite applies no update and is counted
     # (train/skipped_steps); with policy='stop' the run stops after `max_in_a_row` such steps.
     c.nonfinite = dict(policy='skip', max_in_a_row=10)
@@ -78,6 +82,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # QA head output bias at start: zero, or the logit of 1/num_answers (prior).
         answer_bias='zero',
         contrastive_dim=64,  # > 0: a contrastive (ITC) head with embeddings of this size
+        # BERT's numerics (a checkpoint from config.init_bert must use the same; config_checks
+        # compares them with its config.json): exact | tanh GELU, and the LayerNorm epsilon.
+        gelu='exact',
+        layer_norm_eps=1e-12,
     )
 
     c.optimizer = dict(

@@ -5,6 +5,10 @@ step directory; `init=` for none: train from scratch) and `mode=single|two` (the
 and evaluation mode), e.g. `--config configs/finetune_vqa.py:init=/tmp/semvlp_demo,mode=single`.
 The model must be the pre-training run's (the demo's, unless overridden the same way in both).
 
+`bert=DIR` starts from an HF BERT checkpoint instead (text side from BERT, the rest new; the
+model takes its sizes, the tokenizer its vocab.txt): the BERT-only baseline, with no
+vision-language pre-training; `init` is then empty unless given.
+
 With `data=DIR` the task reads datasets built from the official files in DIR (see
 `configs/pretrain_real.py`; `tokenizer=PATH` and `kind=` as there) and the model is
 `pretrain_real`'s; without it, the embedded synthetic data and the demo model.
@@ -13,22 +17,35 @@ With `data=DIR` the task reads datasets built from the official files in DIR (se
 import ml_collections
 
 from configs import args, demo, pretrain_real
+from semvlp_jax.weights import hf_bert
 
 DEFAULT_INIT = '/tmp/semvlp_demo'  # the workdir of the demo command in README and demo.py
 MODES = ('single', 'two')
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
-    """'init=/tmp/run,mode=single' -> {'init': '/tmp/run', 'mode': 'single'} (defaults filled)."""
-    defaults = {'init': DEFAULT_INIT, 'mode': 'two', 'data': '', 'tokenizer': '', 'kind': ''}
-    return args.parse(arg, defaults, choices={'mode': MODES})
+    """'init=/tmp/run,mode=single' -> {'init': '/tmp/run', 'mode': 'single'} (defaults filled).
+
+    `init` defaults to the demo's workdir, or to none (from scratch) when `bert` is given."""
+    defaults = {
+        'init': None,
+        'mode': 'two',
+        'data': '',
+        'tokenizer': '',
+        'kind': '',
+        'bert': '',
+    }
+    values = args.parse(arg, defaults, choices={'mode': MODES})
+    if values['init'] is None:
+        values['init'] = '' if values['bert'] else DEFAULT_INIT
+    return values
 
 
 def base(arg: str | None, task: dict, objectives: dict[str, float]) -> ml_collections.ConfigDict:
     """The demo config turned into a fine-tune of `task` with `objectives` in one mode."""
     values = parse_arg(arg)
     if values['data']:
-        built = (f'{key}={values[key]}' for key in ('tokenizer', 'kind') if values[key])
+        built = (f'{key}={values[key]}' for key in ('tokenizer', 'kind', 'bert') if values[key])
         c = pretrain_real.get_config(','.join((f'data_dir={values["data"]}', *built)))
         c.data.sources = {}
     else:
@@ -38,6 +55,9 @@ def base(arg: str | None, task: dict, objectives: dict[str, float]) -> ml_collec
     # with its captions), e.g. `--config.task.train_examples=400`.
     c.task = {'train_examples': 0, **task}
     c.init_from = values['init']
+    if values['bert']:
+        c.init_bert = values['bert']
+        c.model.update(hf_bert.BertConfig.read(values['bert']).model_config())
     c.schedule = values['mode']
     c.objectives = {values['mode']: objectives}
     c.itm_negative_prob = 0.0

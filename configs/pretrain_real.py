@@ -14,7 +14,11 @@ and GQA questions, with bottom-up-attention region features.
         --workdir WORKDIR
 
 Config argument: `data_dir=DATA` (required), `tokenizer=PATH` (default DATA/spm.model),
-`kind=sentencepiece|wordpiece` (a BERT vocab.txt for wordpiece). Drop a source with e.g.
+`kind=sentencepiece|wordpiece` (a BERT vocab.txt for wordpiece), `bert=DIR`: start the text side
+from an HF BERT checkpoint (e.g. a `bert-base-uncased` download: config.json, model.safetensors,
+vocab.txt), as SemVLP does; the model takes the checkpoint's sizes and the tokenizer defaults to
+DIR/vocab.txt. Check a checkpoint first with
+`python -m semvlp_jax.weights.convert --from hf_bert --checkpoint DIR`. Drop a source with e.g.
 `--config.data.sources.gqa.weight=...` or by editing `sources` below; any dataset of image-text
 pairs (coco_captions, caption_records, karpathy, vqa_v2, gqa) can be one.
 """
@@ -22,13 +26,20 @@ pairs (coco_captions, caption_records, karpathy, vqa_v2, gqa) can be one.
 import ml_collections
 
 from configs import args, built_data, demo
+from semvlp_jax.weights import hf_bert
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
     values = args.parse(
-        arg, {'data_dir': '', 'tokenizer': '', 'kind': 'sentencepiece'}, required=('data_dir',)
+        arg,
+        {'data_dir': '', 'tokenizer': '', 'kind': '', 'bert': ''},
+        required=('data_dir',),
     )
+    if values['bert'] and not values['tokenizer']:  # BERT's word embeddings index its vocab.txt
+        values['tokenizer'] = f'{values["bert"]}/{hf_bert.VOCAB_FILE}'
+        values['kind'] = values['kind'] or 'wordpiece'
     values['tokenizer'] = values['tokenizer'] or f'{values["data_dir"]}/spm.model'
+    values['kind'] = values['kind'] or 'sentencepiece'
     return values
 
 
@@ -61,6 +72,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dropout_rate=0.1,
         dtype='bfloat16',
     )
+    if values['bert']:
+        c.init_bert = values['bert']
+        c.model.update(hf_bert.BertConfig.read(values['bert']).model_config())
     c.optimizer.update(learning_rate=1e-4, warmup_steps=10_000, weight_decay=0.01)
     c.mesh = dict(data=1, fsdp=-1, tensor=1)  # parameters and optimizer state sharded
     c.parallel = dict(preset='fsdp', rules=())

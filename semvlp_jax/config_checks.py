@@ -18,9 +18,11 @@ from semvlp_jax.data.tokenizers import TOKENIZER_KINDS
 from semvlp_jax.errors import ConfigError
 from semvlp_jax.models.embeddings import REGION_NORMS, VISUAL_EMBEDDINGS
 from semvlp_jax.models.encoder import MODES, REMAT_POLICIES
+from semvlp_jax.models.layers import GELUS
 from semvlp_jax.optimizer import modes_of
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
+from semvlp_jax.weights import hf_bert
 
 __all__ = ['ConfigError', 'validate']
 
@@ -139,6 +141,14 @@ def validate(
         f'config.model.region_norm={config.model.get("region_norm")!r}; expected one of '
         f'{list(REGION_NORMS)}',
     )
+    _check(
+        config.model.get('gelu', 'exact') in GELUS,
+        f'config.model.gelu={config.model.get("gelu")!r}; expected one of {list(GELUS)}',
+    )
+    _check(
+        config.model.get('layer_norm_eps', 1e-12) > 0,
+        f'config.model.layer_norm_eps={config.model.get("layer_norm_eps")} must be > 0',
+    )
     _check_one_of(config, 'model.remat', REMAT_POLICIES)
     _check_one_of(config, 'model.dtype', ('float32', 'bfloat16'))
     _check_one_of(config, 'optimizer.mu_dtype', ('float32', 'bfloat16'))
@@ -204,6 +214,7 @@ def validate(
         isinstance(config.get('diagnostics', False), bool),
         f'config.diagnostics={config.get("diagnostics")!r} must be True or False',
     )
+    _check_init_bert(config)
     _check_one_of(config, 'optimizer.decay', ('linear', 'cosine'))
     _check(
         config.optimizer.learning_rate > 0,
@@ -222,6 +233,21 @@ DATA_NAMES = ('synthetic', 'tfds')
 # similarities.
 ITM_NEGATIVES = ('random', 'hard')
 REGION_DATASETS = ('region_tsv', 'region_npz')
+
+
+def _check_init_bert(config: ml_collections.ConfigDict) -> None:
+    """`config.init_bert`: an HF BERT directory whose sizes and numerics are the model's."""
+    directory = config.get('init_bert', '')
+    if not directory:
+        return
+    _check(
+        not config.init_from,
+        f'config.init_bert={directory!r} and config.init_from={config.init_from!r} are both set; '
+        'a run starts from one of them (a fine-tune of a BERT-initialised run needs only '
+        'init_from)',
+    )
+    problems = hf_bert.BertConfig.read(directory).mismatches(config.model, 'init_bert')
+    _check(not problems, '; '.join(problems))
 
 
 def _check_built_data(data: ml_collections.ConfigDict) -> None:

@@ -26,6 +26,7 @@ from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
 from semvlp_jax.progress import MetricAverager, Progress, RunLog
 from semvlp_jax.train_step import TrainState, train_step
+from semvlp_jax.weights import hf_bert
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +165,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 )
                 state = state.replace(params=params)  # Adam's initial state does not depend on them
                 logging.info('initialised from %s: %s', config.init_from, report.summary())
+            elif config.get('init_bert'):
+                params, report = hf_bert.load_bert(config.init_bert, state.params, config.model)
+                state = state.replace(params=params)
+                logging.info('initialised from BERT %s: %s', config.init_bert, report.summary())
         first_step = int(state.step)
         num_params = sum(x.size for x in jax.tree.leaves(state.params))
         logging.info('model: %.2fM parameters', num_params / 1e6)
@@ -185,7 +190,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
         if start_metrics is None:
             start_metrics = run_eval(0, state.params)
-        meta = {'config': config.to_json_best_effort(), 'start_metrics': start_metrics}
+        # What `inference.Predictor` rebuilds the model from, without the training config.
+        meta = {
+            'config': config.to_json_best_effort(),
+            'dims': dataclasses.asdict(data.dims),
+            'start_metrics': start_metrics,
+        }
 
         def save(state, metrics=None) -> None:
             if checkpoints.save(state, data.train, meta=meta, metrics=metrics):

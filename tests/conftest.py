@@ -38,6 +38,10 @@ from configs import demo  # noqa: E402
 from semvlp_jax.data import pipeline  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# A tiny random HF BERT (BertForPreTraining.save_pretrained + vocab.txt over the synthetic words)
+# and its PyTorch outputs on a padded batch of sentence pairs: tools/make_bert_golden.py.
+GOLDEN_BERT = ROOT / 'tests/golden/bert_tiny'
+GOLDEN_BERT_OUTPUTS = ROOT / 'tests/golden/bert_tiny_outputs.npz'
 
 # The tiny model as command-line overrides of the demo config (for subprocess tests).
 TINY_MODEL_FLAGS = (
@@ -119,7 +123,7 @@ DEMO_RUN_FLAGS = (
     '--config.data.num_val=16',
 )
 
-SHARED_RUNS = ('pretrained_run', 'demo_cli_run')
+SHARED_RUNS = ('pretrained_run', 'demo_cli_run', 'bert_vqa_run')
 
 
 def pytest_collection_modifyitems(items):
@@ -161,3 +165,33 @@ def pretrained_run(tmp_path_factory):
 @pytest.fixture(scope='session')
 def tiny_batch(tiny_data):
     return jax.tree.map(np.asarray, next(iter(tiny_data.val)))
+
+
+@pytest.fixture(scope='session')
+def bert_vqa_run(tmp_path_factory):
+    """The session's VQA fine-tune started from the golden BERT (`bert=` of the fine-tune
+    config): one step whose learning rate is 0 (the warm-up's first), so the checkpoint holds
+    the imported parameters as the trainer placed them. What it logged is kept in `log.txt`."""
+    import logging
+
+    from configs import finetune_vqa
+    from semvlp_jax import train
+
+    config = finetune_vqa.get_config(f'bert={GOLDEN_BERT},mode=two')
+    config.task.answer_min_count = 1
+    config.data.update(num_train=64, num_val=16, max_text_len=20)
+    config.update(total_steps=1, eval_every=1, log_every=1, checkpoint_every=1, batch_size=8)
+    config.eval_batches = 1
+    workdir = tmp_path_factory.mktemp('bert_vqa')
+    handler = logging.FileHandler(workdir / 'log.txt')
+    absl_logger = logging.getLogger('absl')
+    level = absl_logger.level
+    absl_logger.setLevel(logging.INFO)
+    absl_logger.addHandler(handler)
+    try:
+        train.train_and_evaluate(config, str(workdir))
+    finally:
+        absl_logger.removeHandler(handler)
+        absl_logger.setLevel(level)
+        handler.close()
+    return workdir

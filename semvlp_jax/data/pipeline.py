@@ -267,15 +267,16 @@ def synthetic_pretraining(
     seed: int,
     process_index: int = 0,
     process_count: int = 1,
+    init_bert: str = '',
 ) -> PretrainingData:
     """The embedded synthetic dataset (`config.data`) as pre-training input.
 
     `batch_size` is the global batch; each process gets its `batch_size / process_count` rows of
     every batch (see `process_share`). The tokenizer is trained on the synthetic texts at first
-    use and kept in the workdir.
+    use and kept in the workdir (or is the `vocab.txt` of `init_bert`, `config.init_bert`).
     """
     scenes = synthetic.SyntheticConfig.from_data(data)
-    tokenizer = run_tokenizer(data, workdir)
+    tokenizer = run_tokenizer(data, workdir, init_bert=init_bert)
     to_example = SceneExample(tokenizer, synthetic.ANSWERS, data)
     to_val_example = SceneExample(tokenizer, synthetic.ANSWERS, eval_masking(data))
     shares = dict(process_index=process_index, process_count=process_count)
@@ -303,6 +304,7 @@ def built_pretraining(
     eval_examples: int,
     process_index: int = 0,
     process_count: int = 1,
+    init_bert: str = '',
 ) -> PretrainingData:
     """Pre-training input from built datasets: a weighted mixture of caption and question
     sources (`data.sources`), each paired with its image's regions from `data.regions`.
@@ -314,7 +316,7 @@ def built_pretraining(
     written to WORKDIR/answers.json at the first start and read back on resume. Validation is
     the first `eval_examples` of the same mixture over each source's `val_split`.
     """
-    tokenizer = run_tokenizer(data, workdir)
+    tokenizer = run_tokenizer(data, workdir, init_bert=init_bert)
     images = region_store(data)
     names = sorted(data.sources)
     scans = {}

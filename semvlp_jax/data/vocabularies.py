@@ -23,6 +23,8 @@ from semvlp_jax.data.tokenizers import (
 from semvlp_jax.errors import ConfigError, MissingConfigFile
 from semvlp_jax.workdir import RunDir
 
+# The vocabulary file of an HF BERT checkpoint directory.
+BERT_VOCAB = 'vocab.txt'
 # Scenes used to train the synthetic tokenizer: enough to see every word of the grammar.
 TOKENIZER_CORPUS_SCENES = 2000
 
@@ -39,47 +41,71 @@ def synthetic_tokenizer(data: ml_collections.ConfigDict, path: pathlib.Path) -> 
 
 
 def run_tokenizer(
-    data: ml_collections.ConfigDict, workdir: str | pathlib.Path, init_from: str = ''
+    data: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    init_from: str = '',
+    init_bert: str = '',
 ) -> Tokenizer:
     """The tokenizer the run in `workdir` reads `config.data` with, kept in WORKDIR/tokenizer/.
 
-    Synthetic data: the word model trained on the synthetic texts at first use, or, for a
-    fine-tune (`init_from`, the value of `config.init_from`), the pre-training run's model
-    copied over. Built data:
-    `config.data.tokenizer.path` (a sentencepiece `.model` or a BERT `vocab.txt`, by
-    `config.data.tokenizer.kind`), copied into the workdir at the first start so that a resumed
-    run reads text as it started even if the original file changes; a fine-tune must name the
-    file its pre-training run kept.
+    The file, first match: `config.data.tokenizer.path` (a sentencepiece `.model` or a BERT
+    `vocab.txt`, by `config.data.tokenizer.kind`; built data always names one); the `vocab.txt`
+    of the BERT checkpoint in `init_bert` (the value of `config.init_bert`), whose word
+    embeddings it indexes; for synthetic data, the word model trained on the synthetic texts at
+    first use, or, for a fine-tune (`init_from`, the value of `config.init_from`), the
+    pre-training run's tokenizer copied over. A file is copied into the workdir at the first
+    start so that a resumed run reads text as it started even if the original changes; a
+    fine-tune must name the file its pre-training run kept.
     """
     run = RunDir(workdir)
     kept = RunDir.of(init_from).tokenizer_files() if init_from else []
-    if data.name == 'synthetic':
+    kind, source = _configured_tokenizer(data, init_bert)
+    if source is None:  # synthetic data without a configured file
         path = run.synthetic_tokenizer
         if init_from and not path.exists():
-            source = next((k for k in kept if k.name == path.name), None)
-            if source is None:
+            if not kept:
                 raise MissingConfigFile(
-                    f'config.init_from={init_from!r}: no tokenizer/{path.name} in that '
-                    'run directory; a fine-tune must use its pre-training vocabulary'
+                    f'config.init_from={init_from!r}: no tokenizer/{path.name} in that run '
+                    'directory; a fine-tune must use its pre-training vocabulary'
                 )
+            if kept[0].name != path.name:  # a BERT-initialised pre-training run: its vocab.txt
+                return _kept_copy(run, 'wordpiece', kept[0], kept)
             path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, path)
+            shutil.copyfile(kept[0], path)
         return synthetic_tokenizer(data, path)
-    source = pathlib.Path(data.tokenizer.path)
+    return _kept_copy(run, kind, source, kept)
+
+
+def _configured_tokenizer(
+    data: ml_collections.ConfigDict, init_bert: str
+) -> tuple[str, pathlib.Path | None]:
+    """(kind, file) the config names for the tokenizer; file None for the synthetic model."""
+    configured = data.get('tokenizer') or {}
+    if configured.get('path'):
+        return configured.get('kind', 'sentencepiece'), pathlib.Path(configured['path'])
+    if init_bert:
+        return 'wordpiece', pathlib.Path(init_bert) / BERT_VOCAB
+    return 'sentencepiece', None
+
+
+def _kept_copy(run: RunDir, kind: str, source: pathlib.Path, kept: list[pathlib.Path]) -> Tokenizer:
+    """The run's copy of tokenizer file `source` (made at the first start), after checking that
+    a fine-tune reads the file its pre-training run kept (`kept`)."""
     if kept and source.is_file() and all(k.read_bytes() != source.read_bytes() for k in kept):
         raise ConfigError(
-            f'config.data.tokenizer.path={str(source)!r} differs from {kept[0]}, the tokenizer '
-            'of the run in config.init_from; a fine-tune must use its pre-training vocabulary'
+            f'the tokenizer {str(source)!r} differs from {kept[0]}, the tokenizer of the run in '
+            'config.init_from; a fine-tune must use its pre-training vocabulary'
         )
     copy = run.tokenizer_dir / source.name
     if not copy.exists():
         if not source.is_file():
             raise MissingConfigFile(
-                f'config.data.tokenizer.path={str(source)!r}: no such file (train one with '
+                f'tokenizer file {str(source)!r} (config.data.tokenizer.path, or the vocab.txt '
+                'of config.init_bert): no such file (train one with '
                 '`python -m semvlp_jax.data.train_tokenizer`)'
             )
         write_atomically(copy, source.read_bytes())  # processes sharing a workdir race here
-    return load_tokenizer(data.tokenizer.kind, copy)
+    return load_tokenizer(kind, copy)
 
 
 def answer_vocabulary(counts: collections.Counter, min_count: int, key: str) -> list[str]:

@@ -12,7 +12,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from semvlp_jax.models.layers import EMBEDDING_INIT, dense, dropout, layer_norm, logical
+from semvlp_jax.models.layers import (
+    BERT_NUMERICS,
+    EMBEDDING_INIT,
+    Numerics,
+    dense,
+    dropout,
+    layer_norm,
+    logical,
+)
 
 TEXT_TYPE, IMAGE_TYPE = 0, 1
 
@@ -29,6 +37,7 @@ class TextEmbeddings(nnx.Module):
         *,
         rngs: nnx.Rngs,
         dtype: jnp.dtype = jnp.float32,
+        numerics: Numerics = BERT_NUMERICS,
     ):
         self.dtype = dtype  # of the output; the sum and LayerNorm statistics stay float32
         self.word = nnx.Embed(
@@ -47,17 +56,20 @@ class TextEmbeddings(nnx.Module):
         self.token_type = nnx.Embed(
             2, hidden_size, embedding_init=logical(EMBEDDING_INIT, None, 'embed'), rngs=rngs
         )
-        self.norm = layer_norm(hidden_size, rngs=rngs)
+        self.norm = layer_norm(hidden_size, rngs=rngs, eps=numerics.layer_norm_eps)
         self.dropout = nnx.Dropout(dropout_rate)
 
-    def __call__(self, text_ids: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
-        """text_ids [batch, text_len] -> [batch, text_len, hidden]."""
+    def __call__(
+        self, text_ids: jax.Array, rngs: nnx.Rngs | None, token_type_ids: jax.Array | None = None
+    ) -> jax.Array:
+        """text_ids [batch, text_len] -> [batch, text_len, hidden].
+
+        Every text is type 0 (image tokens are type 1) unless `token_type_ids` [batch, text_len]
+        says otherwise: BERT's sentence A / B, for a text-only pass over BERT's own inputs."""
         positions = jnp.arange(text_ids.shape[1])
-        x = (
-            self.word(text_ids)
-            + self.position(positions)[None]
-            + self.token_type(jnp.full_like(text_ids, TEXT_TYPE))
-        )
+        if token_type_ids is None:
+            token_type_ids = jnp.full_like(text_ids, TEXT_TYPE)
+        x = self.word(text_ids) + self.position(positions)[None] + self.token_type(token_type_ids)
         return dropout(self.norm(x).astype(self.dtype), self.dropout, rngs)
 
 

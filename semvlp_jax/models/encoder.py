@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from semvlp_jax.models.layers import Attention, FeedForward
+from semvlp_jax.models.layers import BERT_NUMERICS, Attention, FeedForward, Numerics
 
 Mode = Literal['single', 'two']
 MODES: tuple[Mode, ...] = ('single', 'two')
@@ -53,9 +53,12 @@ class CrossAttention(nnx.Module):
         *,
         rngs: nnx.Rngs,
         dtype: jnp.dtype = jnp.float32,
+        numerics: Numerics = BERT_NUMERICS,
     ):
         def attention():
-            return Attention(hidden_size, num_heads, dropout_rate, rngs=rngs, dtype=dtype)
+            return Attention(
+                hidden_size, num_heads, dropout_rate, rngs=rngs, dtype=dtype, numerics=numerics
+            )
 
         self.text_to_image = attention()
         self.image_to_text = None if shared else attention()
@@ -85,9 +88,10 @@ class EncoderLayer(nnx.Module):
         *,
         rngs: nnx.Rngs,
         dtype: jnp.dtype = jnp.float32,
+        numerics: Numerics = BERT_NUMERICS,
     ):
         self.self_attention = Attention(
-            hidden_size, num_heads, dropout_rate, rngs=rngs, dtype=dtype
+            hidden_size, num_heads, dropout_rate, rngs=rngs, dtype=dtype, numerics=numerics
         )
         self.cross_attention = (
             CrossAttention(
@@ -97,11 +101,14 @@ class EncoderLayer(nnx.Module):
                 share_cross_attention,
                 rngs=rngs,
                 dtype=dtype,
+                numerics=numerics,
             )
             if with_cross_attention
             else None
         )
-        self.feed_forward = FeedForward(hidden_size, mlp_size, dropout_rate, rngs=rngs, dtype=dtype)
+        self.feed_forward = FeedForward(
+            hidden_size, mlp_size, dropout_rate, rngs=rngs, dtype=dtype, numerics=numerics
+        )
 
     def single(self, x: jax.Array, mask: jax.Array, rngs) -> jax.Array:
         return self.feed_forward(self.self_attention(x, x, mask, rngs), rngs)
@@ -152,6 +159,7 @@ class SharedEncoder(nnx.Module):
         dtype: jnp.dtype = jnp.float32,
         remat: str = 'none',
         scan_layers: bool = False,
+        numerics: Numerics = BERT_NUMERICS,
     ):
         # 1 <= num_cross_layers <= num_layers and a known remat policy: config_checks.validate.
         self.remat = remat
@@ -167,6 +175,7 @@ class SharedEncoder(nnx.Module):
                 share_cross_attention,
                 rngs=rngs,
                 dtype=dtype,
+                numerics=numerics,
             )
 
         first_cross = num_layers - num_cross_layers
@@ -192,14 +201,19 @@ class SharedEncoder(nnx.Module):
             return self._two(text, text_mask, image, image_mask, rngs)
         raise ValueError(f'unknown mode {mode!r}; expected one of {MODES}')
 
-    def unimodal(self, x: jax.Array, mask: jax.Array, *, rngs) -> jax.Array:
+    def unimodal(
+        self, x: jax.Array, mask: jax.Array, *, rngs, all_layers: bool = False
+    ) -> jax.Array:
         """One modality's states [batch, len, hidden] after the bottom L-K layers (which carry no
-        cross-attention): exactly what the two-stream mode computes there. K = L gives `x`."""
+        cross-attention): exactly what the two-stream mode computes there. K = L gives `x`.
+
+        `all_layers`: through every layer's self-attention and FFN, cross-attention skipped: a
+        BERT encoder's computation (`SemVLP.encode_text`)."""
 
         def step(layer, x, rngs):
             return layer.single(x, mask, rngs)
 
-        x, _ = self._run(step, x, rngs, bottom_only=True)
+        x, _ = self._run(step, x, rngs, bottom_only=not all_layers)
         return x
 
     def layer(self, index: int) -> EncoderLayer:

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from semvlp_jax.models.layers import dense, layer_norm, logical
+from semvlp_jax.models.layers import BERT_NUMERICS, Numerics, dense, layer_norm, logical
 
 
 class Pooler(nnx.Module):
@@ -22,19 +22,27 @@ class Pooler(nnx.Module):
 class Transform(nnx.Module):
     """dense + GELU + LayerNorm, the BERT prediction-head transform."""
 
-    def __init__(self, hidden_size: int, *, rngs: nnx.Rngs):
+    def __init__(self, hidden_size: int, *, rngs: nnx.Rngs, numerics: Numerics = BERT_NUMERICS):
+        self.numerics = numerics
         self.dense = dense(hidden_size, hidden_size, ('embed', 'mlp'), rngs=rngs)
-        self.norm = layer_norm(hidden_size, rngs=rngs)
+        self.norm = layer_norm(hidden_size, rngs=rngs, eps=numerics.layer_norm_eps)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.norm(jax.nn.gelu(self.dense(x), approximate=False))
+        return self.norm(self.numerics.activation(self.dense(x)))
 
 
 class MaskedLanguageModelHead(nnx.Module):
     """Transform, then logits against the (tied) word-embedding table plus an output bias."""
 
-    def __init__(self, hidden_size: int, vocab_size: int, *, rngs: nnx.Rngs):
-        self.transform = Transform(hidden_size, rngs=rngs)
+    def __init__(
+        self,
+        hidden_size: int,
+        vocab_size: int,
+        *,
+        rngs: nnx.Rngs,
+        numerics: Numerics = BERT_NUMERICS,
+    ):
+        self.transform = Transform(hidden_size, rngs=rngs, numerics=numerics)
         self.bias = nnx.Param(
             logical(nnx.initializers.zeros, 'vocab')(rngs.params(), (vocab_size,))
         )

@@ -7,6 +7,8 @@ config's rules table maps them onto mesh axes, so the model code never names a m
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -17,6 +19,29 @@ EMBEDDING_INIT = nnx.initializers.normal(stddev=0.02)
 # narrow model's attention logits near zero (uniform attention), which stalls cross-modal
 # alignment; pre-trained weights, when loaded, replace the initial values anyway.
 KERNEL_INIT = nnx.initializers.lecun_normal()
+
+
+@dataclasses.dataclass(frozen=True)
+class Numerics:
+    """The two choices where implementations of BERT differ and a loaded checkpoint must be
+    computed as it was trained: the GELU (`exact`: erf, BERT's `gelu`; `tanh`: the approximation,
+    HF's `gelu_new`) and the LayerNorm epsilon (BERT: 1e-12). `config.model.gelu` and
+    `config.model.layer_norm_eps`; the layers a BERT checkpoint fills take them."""
+
+    gelu: str = 'exact'
+    layer_norm_eps: float = 1e-12
+
+    @classmethod
+    def from_config(cls, model_config) -> Numerics:
+        return cls(model_config.get('gelu', 'exact'), model_config.get('layer_norm_eps', 1e-12))
+
+    def activation(self, x: jax.Array) -> jax.Array:
+        return jax.nn.gelu(x, approximate=self.gelu == 'tanh')
+
+
+GELUS = ('exact', 'tanh')
+# The default: what BERT computes (exact GELU, epsilon 1e-12).
+BERT_NUMERICS = Numerics()
 
 
 def logical(init: nnx.Initializer, *axes: str | None) -> nnx.Initializer:
@@ -84,13 +109,14 @@ class Attention(nnx.Module):
         *,
         rngs: nnx.Rngs,
         dtype: jnp.dtype = jnp.float32,
+        numerics: Numerics = BERT_NUMERICS,
     ):
         self.num_heads = num_heads
         self.query = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs, dtype=dtype)
         self.key = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs, dtype=dtype)
         self.value = dense(hidden_size, hidden_size, ('embed', 'heads'), rngs=rngs, dtype=dtype)
         self.output = dense(hidden_size, hidden_size, ('heads', 'embed'), rngs=rngs, dtype=dtype)
-        self.norm = layer_norm(hidden_size, rngs=rngs, dtype=dtype)
+        self.norm = layer_norm(hidden_size, rngs=rngs, eps=numerics.layer_norm_eps, dtype=dtype)
         self.dropout = nnx.Dropout(dropout_rate)
 
     def __call__(
@@ -139,14 +165,16 @@ class FeedForward(nnx.Module):
         *,
         rngs: nnx.Rngs,
         dtype: jnp.dtype = jnp.float32,
+        numerics: Numerics = BERT_NUMERICS,
     ):
+        self.numerics = numerics
         self.expand = dense(hidden_size, mlp_size, ('embed', 'mlp'), rngs=rngs, dtype=dtype)
         self.contract = dense(mlp_size, hidden_size, ('mlp', 'embed'), rngs=rngs, dtype=dtype)
-        self.norm = layer_norm(hidden_size, rngs=rngs, dtype=dtype)
+        self.norm = layer_norm(hidden_size, rngs=rngs, eps=numerics.layer_norm_eps, dtype=dtype)
         self.dropout = nnx.Dropout(dropout_rate)
 
     def __call__(self, x: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
-        y = self.contract(jax.nn.gelu(self.expand(x), approximate=False))
+        y = self.contract(self.numerics.activation(self.expand(x)))
         return self.norm(x + dropout(y, self.dropout, rngs))
 
 

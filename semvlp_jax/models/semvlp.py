@@ -25,7 +25,7 @@ from semvlp_jax.models.heads import (
     PairHead,
     Pooler,
 )
-from semvlp_jax.models.layers import masked_mean
+from semvlp_jax.models.layers import Numerics, masked_mean
 
 
 @dataclasses.dataclass
@@ -55,8 +55,15 @@ class SemVLP(nnx.Module):
     def __init__(self, config: ml_collections.ConfigDict, dims: DataDims, *, rngs: nnx.Rngs):
         hidden = config.hidden_size
         dtype = jnp.dtype(config.dtype)  # compute dtype of embeddings and encoder; heads use f32
+        numerics = Numerics.from_config(config)  # GELU and LayerNorm epsilon of the BERT parts
         self.text_embeddings = TextEmbeddings(
-            dims.vocab_size, hidden, dims.max_text_len, config.dropout_rate, rngs=rngs, dtype=dtype
+            dims.vocab_size,
+            hidden,
+            dims.max_text_len,
+            config.dropout_rate,
+            rngs=rngs,
+            dtype=dtype,
+            numerics=numerics,
         )
         self.visual_embeddings = VISUAL_EMBEDDINGS[config.visual_input](config, dims, rngs=rngs)
         self.encoder = SharedEncoder(
@@ -71,9 +78,12 @@ class SemVLP(nnx.Module):
             dtype=dtype,
             remat=config.remat,
             scan_layers=config.scan_layers,
+            numerics=numerics,
         )
         self.pooler = Pooler(hidden, rngs=rngs)
-        self.mlm_head = MaskedLanguageModelHead(hidden, dims.vocab_size, rngs=rngs)
+        self.mlm_head = MaskedLanguageModelHead(
+            hidden, dims.vocab_size, rngs=rngs, numerics=numerics
+        )
         self.object_head = MaskedObjectHead(
             hidden,
             dims.visual_feature_dim,
@@ -128,6 +138,17 @@ class SemVLP(nnx.Module):
             unimodal_text=unimodal_text[:, 0].astype(jnp.float32),
             unimodal_image=masked_mean(unimodal_image.astype(jnp.float32), image_mask),
         )
+
+    def encode_text(
+        self, text_ids: jax.Array, text_mask: jax.Array, token_type_ids: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """What a BERT model computes on text alone, without dropout: the states [batch, len,
+        hidden] after every layer's self-attention and FFN (cross-attention skipped) and the
+        pooled [CLS] [batch, hidden]. The parity check against imported BERT checkpoints."""
+        text = self.text_embeddings(text_ids, None, token_type_ids)
+        text = self.encoder.unimodal(text, text_mask, rngs=None, all_layers=True)
+        text = text.astype(jnp.float32)
+        return text, self.pooler(text)
 
     def embed_texts(self, batch: dict) -> jax.Array:
         """Contrastive unit vectors [batch, dim] of texts alone (text_ids, text_mask)."""

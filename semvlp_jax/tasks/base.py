@@ -186,7 +186,9 @@ class RecordTask(Task):
         self.directory = RunDir(workdir).task_dir(self.name)
         self.is_writer = process_index == 0
         self.process_index, self.process_count = process_index, process_count
-        self.tokenizer = run_tokenizer(config.data, workdir, config.init_from)
+        self.tokenizer = run_tokenizer(
+            config.data, workdir, config.init_from, config.get('init_bert', '')
+        )
         self.encode = TextEncoder(self.tokenizer, config.data.max_text_len)
         self.images = images_of(config.data, self.val_scenes())
 

@@ -59,6 +59,7 @@ class Pretrain(Task):
             seed=config.seed,
             process_index=process_index,
             process_count=process_count,
+            init_bert=config.get('init_bert', ''),
         )
         if config.data.name == 'synthetic':
             data = pipeline.synthetic_pretraining(config.data, workdir, **shares)
