@@ -109,7 +109,7 @@ def main() -> None:
         rows.append((task, budget, scores))
 
     print(f'\n{args.fraction:.0%} of each labelled set, {steps} steps, seeds {seeds}, {args.mode}')
-    print(f'{"task":<10}{"budget":>7}  {"scratch":<26}{"pretrained":<26}{"difference":>10}')
+    print(f'{"task":<10}{"budget":>7}  {"scratch":<30}{"pretrained":<30}{"difference":>10}')
     for task, budget, scores in rows:
         cells = []
         for init in ('scratch', 'pretrained'):
@@ -117,7 +117,7 @@ def main() -> None:
             spread = s.std(ddof=1) if len(s) > 1 else 0.0
             cells.append(f'{s.mean():.3f} ± {spread:.3f} [{s.min():.3f}, {s.max():.3f}]')
         difference = np.mean(scores['pretrained']) - np.mean(scores['scratch'])
-        print(f'{task:<10}{budget:>7}  {cells[0]:<26}{cells[1]:<26}{difference:>+10.3f}')
+        print(f'{task:<10}{budget:>7}  {cells[0]:<30}{cells[1]:<30}{difference:>+10.3f}')
     (out / 'summary.json').write_text(json.dumps(rows, indent=1))
 
 
