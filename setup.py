@@ -18,6 +18,9 @@ INSTALL_REQUIRES = [
     'tensorboardX>=2.6.2,<3',
     'absl-py>=2.1,<3',
     'safetensors>=0.8,<0.9',
+    # Every workdir and data path goes through epath, so gs:// works like a local directory.
+    'etils[epath]>=1.15,<2',
+    'matplotlib>=3.11,<3.12',
 ]
 
 setuptools.setup(
@@ -30,7 +33,23 @@ setuptools.setup(
     python_requires='>=3.11',
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        'test': ['pytest>=8.3,<10', 'pytest-xdist>=3.8,<4', 'ruff>=0.17.6,<0.18'],
-        'tpu': ['jax[tpu]>=0.10.2,<0.11'],
+        'test': [
+            'pytest>=8.3,<10',
+            'pytest-xdist>=3.8,<4',
+            'ruff>=0.17.6,<0.18',
+            # The notebooks are executed in the tests and checked against their .py pairs.
+            'nbclient>=0.11,<0.12',
+            'nbformat>=5.11,<6',
+            'ipykernel>=7.4,<8',
+            'jupytext>=1.19,<2',
+        ],
+        # gs:// workdirs and data: epath through gcsfs, TensorBoard's uploads through the GCS
+        # client. The TPU extra includes them.
+        'gcs': ['etils[epath-gcs]>=1.15,<2', 'google-cloud-storage>=3.17,<4'],
+        'tpu': [
+            'jax[tpu]>=0.10.2,<0.11',
+            'etils[epath-gcs]>=1.15,<2',
+            'google-cloud-storage>=3.17,<4',
+        ],
     },
 )

@@ -21,7 +21,10 @@ differences. Loading a checkpoint's parameters into another model (fine-tuning) 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import os
 import pathlib
 import shutil
 import signal
@@ -35,6 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from semvlp_jax.errors import is_disk_full
 from semvlp_jax.train_step import TrainState
 from semvlp_jax.workdir import STATE_ITEM, RunDir
 
@@ -62,6 +66,45 @@ def _state_handler() -> ocp.PyTreeCheckpointHandler:
         ),
     )
     return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
+
+
+class DiskFullError(OSError):
+    """The disk of the checkpoint directory has no room for the next checkpoint."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def free_bytes(directory: str | os.PathLike) -> int | None:
+    """Free bytes on the disk that holds `directory` (or its nearest existing parent); None on
+    an object store (`gs://`), where there is no such limit to check."""
+    path = os.fspath(directory)
+    if '://' in path:
+        return None
+    path = pathlib.Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def saved_bytes(tree) -> int:
+    """The bytes of the arrays in `tree`: about what a checkpoint of it takes on disk (a typed
+    PRNG key, whose dtype numpy cannot size, counts as nothing: it is a few bytes)."""
+    total = 0
+    for x in jax.tree.leaves(tree):
+        if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            total += int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+    return total
+
+
+def bytes_on_disk(directory: os.PathLike) -> int:
+    """The size of the files under a local `directory` (0 if it is not there)."""
+    root = pathlib.Path(os.fspath(directory))
+    return sum(f.stat().st_size for f in root.rglob('*') if f.is_file()) if root.is_dir() else 0
+
+
+def megabytes(n: int | None) -> str:
+    return 'unknown' if n is None else f'{n / 2**20:.1f} MiB'
 
 
 class CheckpointMismatchError(ValueError):
@@ -156,7 +199,7 @@ class Checkpoints:
 
     def __init__(
         self,
-        workdir: str | pathlib.Path,
+        workdir: str | os.PathLike,
         *,
         keep: int,
         best_metric: str = '',
@@ -166,6 +209,7 @@ class Checkpoints:
         self.run_dir = RunDir(workdir)
         self.directory = self.run_dir.checkpoints
         self.best_metric = best_metric
+        self._writing: tuple[int, int] | None = None  # (step, bytes) of the save in progress
         policies = [ocp.checkpoint_managers.LatestN(n=keep)]
         if best_metric:
             worst = -np.inf if best_metric_goal == 'max' else np.inf
@@ -223,19 +267,82 @@ class Checkpoints:
         meta = {**meta, 'step': step, 'fingerprint': prints.tolist()}
         if metrics is not None:
             metrics = {k: float(v) for k, v in metrics.items()}
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                **{
-                    STATE: ocp.args.PyTreeSave(saved),
-                    DATA: grain.checkpoint.CheckpointSave(data_iterator),
-                    META: ocp.args.JsonSave(meta),
-                }
-            ),
-            metrics=metrics,
-            force=True,
-        )
+        self.wait()  # the previous save's space is taken before this one's is counted
+        size, free = self._checkpoint_bytes(saved), free_bytes(self.directory)
+        if free is not None and free < size:
+            raise self._disk_full(step, free, size)
+        self._writing = (step, size)
+        with self._disk_full_check():
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    **{
+                        STATE: ocp.args.PyTreeSave(saved),
+                        DATA: grain.checkpoint.CheckpointSave(data_iterator),
+                        META: ocp.args.JsonSave(meta),
+                    }
+                ),
+                metrics=metrics,
+                force=True,
+            )
         return True
+
+    def warn_if_short_of_space(self, abstract_state: TrainState, keep: int) -> None:
+        """A warning at start when the disk has room for fewer than `keep` + 1 checkpoints (a
+        save is written beside the ones kept before the oldest is deleted)."""
+        size, free = self._checkpoint_bytes(abstract_state), free_bytes(self.directory)
+        if free is not None and free < (keep + 1) * size:
+            logging.warning(
+                '%s free on the disk of %s, room for %d checkpoint(s) of about %s; the run keeps '
+                '%d (config.keep_checkpoints) and writes one more before deleting the oldest',
+                megabytes(free),
+                self.directory,
+                free // max(size, 1),
+                megabytes(size),
+                keep,
+            )
+
+    def _checkpoint_bytes(self, state) -> int:
+        """What the next checkpoint of `state` takes: its arrays' bytes, or, when larger, what
+        the latest checkpoint takes on disk (file-format overhead dominates for small models)."""
+        steps = self._manager.all_steps()
+        written = 0
+        if steps and free_bytes(self.directory) is not None:
+            written = bytes_on_disk(self.directory / str(max(steps)))
+        return max(saved_bytes(state), written)
+
+    @contextlib.contextmanager
+    def _disk_full_check(self):
+        """Turns a write that ran out of space into one DiskFullError, with the partial
+        checkpoint removed (the previous checkpoints are untouched)."""
+        try:
+            yield
+        except Exception as e:
+            if not is_disk_full(e) or self._writing is None:
+                raise
+            step, size = self._writing
+            self._writing = None
+            self._remove_partial(step)
+            raise self._disk_full(step, free_bytes(self.directory), size) from None
+
+    def _disk_full(self, step: int, free: int | None, size: int) -> DiskFullError:
+        previous = [s for s in self._manager.all_steps() if s != step]
+        kept = f'the checkpoint at step {max(previous)} is intact' if previous else 'none is kept'
+        return DiskFullError(
+            errno.ENOSPC,
+            f'no space for the checkpoint at step {step} in {self.directory}: '
+            f'{megabytes(free)} free, the checkpoint takes about {megabytes(size)}; nothing of it '
+            f'was kept and {kept}. Free some space (or lower config.keep_checkpoints) and rerun '
+            'to resume',
+        )
+
+    def _remove_partial(self, step: int) -> None:
+        """Whatever a failed save of `step` left in the checkpoint directory."""
+        if jax.process_index() == 0 and self.directory.exists():
+            for path in self.directory.iterdir():
+                if path.name.split('.')[0] == str(step):
+                    path.rmtree(missing_ok=True)
+        self._manager.reload()
 
     def restore_latest(
         self, abstract_state: TrainState, data_iterator
@@ -321,8 +428,9 @@ class Checkpoints:
         )
         if jax.process_index() == 0:
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.move(source, target)
+            if target.exists():
+                target.rmtree()
+            source.rename(target)
         ocp.multihost.sync_global_processes(f'set_aside_checkpoint_{step}')
         self._manager.reload()
 
@@ -331,11 +439,15 @@ class Checkpoints:
         return self._manager.reached_preemption(step)
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        with self._disk_full_check():
+            self._manager.wait_until_finished()
+        self._writing = None
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
 
     def __enter__(self) -> Checkpoints:
         return self

@@ -6,6 +6,7 @@ about `config.model.num_cross_layers`, not with a shape error from inside jit.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import ml_collections
@@ -24,7 +25,32 @@ from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
 from semvlp_jax.weights import hf_bert
 
-__all__ = ['ConfigError', 'validate']
+__all__ = ['ConfigError', 'check_storage', 'validate']
+
+# What a location on an object store needs, by scheme: epath's filesystem, and for a workdir
+# also the client TensorBoard's writer uploads its event files with.
+STORE_MODULES = {'gs://': ('gcsfs',)}
+WORKDIR_STORE_MODULES = {'gs://': ('gcsfs', 'google.cloud.storage')}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a missing parent package
+        return False
+
+
+def check_storage(path: str, what: str, *, workdir: bool = False) -> None:
+    """ConfigError when `path` (named `what`, e.g. `--workdir`) is on an object store whose
+    support is not installed; local paths always pass."""
+    path = str(path)
+    for scheme, modules in (WORKDIR_STORE_MODULES if workdir else STORE_MODULES).items():
+        missing = [m for m in modules if not _installed(m)]
+        if path.startswith(scheme) and missing:
+            raise ConfigError(
+                f'{what}={path!r} is on {scheme}, which needs {", ".join(missing)} (not '
+                "installed): pip install -e '.[gcs]' (the [tpu] extra includes it)"
+            )
 
 
 def _check(condition: bool, message: str) -> None:
@@ -255,6 +281,7 @@ def _check_built_data(data: ml_collections.ConfigDict) -> None:
     for key in ('data_dir', 'regions', 'tokenizer', 'num_regions', 'num_object_labels'):
         _check(key in data, f'config.data.{key} is missing (needed when config.data.name=tfds)')
     _check(bool(data.data_dir), 'config.data.data_dir is empty: the --data_dir of the builds')
+    check_storage(data.data_dir, 'config.data.data_dir')
     _check(
         data.regions in REGION_DATASETS,
         f'config.data.regions={data.regions!r}; expected one of {list(REGION_DATASETS)}',

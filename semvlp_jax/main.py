@@ -13,8 +13,10 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from semvlp_jax import config_checks, train
+from semvlp_jax.checkpoint import DiskFullError
 from semvlp_jax.parallel import multihost
 from semvlp_jax.progress import show_progress
+from semvlp_jax.workdir_lock import WorkdirLocked
 
 config_flags.DEFINE_config_file(
     'config', None, 'Python config file (get_config(arg)).', lock_config=True
@@ -51,6 +53,9 @@ def main(argv):
     except train.Preempted as e:
         logging.warning('%s', e)
         sys.exit(PREEMPTED_EXIT_CODE)
+    except (WorkdirLocked, DiskFullError) as e:  # one line says it all; no traceback
+        logging.error('%s', e)
+        sys.exit(1)
 
 
 if __name__ == '__main__':

@@ -8,14 +8,15 @@ the evaluation; the loop is the same for all of them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-import pathlib
 from collections.abc import Callable
 
 import jax
 import ml_collections
 from absl import logging
+from etils import epath
 from flax import nnx
 
 from semvlp_jax import checkpoint, config_checks, pretrained, tasks
@@ -24,9 +25,10 @@ from semvlp_jax.models.semvlp import SemVLP
 from semvlp_jax.optimizer import ModeAwareOptimizer
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
-from semvlp_jax.progress import MetricAverager, Progress, RunLog
+from semvlp_jax.progress import MetricAverager, Progress, RunLog, headline
 from semvlp_jax.train_step import TrainState, train_step
 from semvlp_jax.weights import hf_bert
+from semvlp_jax.workdir_lock import WorkdirLock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,12 +118,22 @@ def format_table(start: dict[str, float], end: dict[str, float], metrics: tuple[
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    # ---------------------------------------------------------------- config and devices
+    """Trains and evaluates `config` in `workdir` (resuming what is there); the final metrics.
+
+    The run holds the workdir's lock throughout (process 0 takes it; see workdir_lock.py)."""
     schedule = config_checks.validate(
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
-    workdir = pathlib.Path(workdir)
+    config_checks.check_storage(workdir, '--workdir', workdir=True)
+    workdir = epath.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    is_writer = jax.process_index() == 0
+    with WorkdirLock(workdir) if is_writer else contextlib.nullcontext():
+        return _train_and_evaluate(config, workdir, schedule)
+
+
+def _train_and_evaluate(config, workdir: epath.Path, schedule) -> dict[str, float]:
+    # ---------------------------------------------------------------- devices
     mesh = mesh_lib.make_mesh(config.mesh)
     batch_sharding = sharding.batch_sharding(mesh)
     logging.info(
@@ -152,6 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         best_metric=config.best_metric,
         best_metric_goal=config.best_metric_goal,
     ) as checkpoints:
+        checkpoints.warn_if_short_of_space(model.abstract_state, config.keep_checkpoints)
         restored = checkpoints.restore_latest(model.abstract_state, data.train)
         if restored is not None:
             state, meta = restored
@@ -181,11 +194,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
         # ---------------------------------------------------------------- evaluation at start
         log = RunLog(workdir, enabled=jax.process_index() == 0, resume_step=first_step)
+        figures = None
+        if config.get('eval_figures', False):  # TensorBoard images; matplotlib only then
+            from semvlp_jax.plots.eval_figures import EvalFigures
+
+            figures = EvalFigures(config, workdir, data.tokenizer, eval_context)
 
         def run_eval(step: int, params) -> dict[str, float]:
             results = data.evaluate(eval_context, params, step)
             log.evaluation(step, results)
-            logging.info('eval at step %d: %s', step, _short(results, task.table_metrics))
+            if figures is not None:
+                figures.write(log, step, params)
+            logging.info('eval at step %d | %s', step, headline(results, task.table_metrics))
             return results
 
         if start_metrics is None:
@@ -202,35 +222,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 logging.info('checkpoint at step %d', int(state.step))
 
         # ---------------------------------------------------------------- training loop
-        progress, averager, pending = Progress(config.total_steps, first_step), MetricAverager(), []
-        with checkpoint.StopRequest(checkpoints) as stop_requested:
+        progress, averager = Progress(config.total_steps, first_step), MetricAverager()
+        # Steps are dispatched ahead of the device. Reading each step's metrics once the next
+        # is dispatched keeps the device busy yet at most two steps from the host, so a SIGTERM
+        # (a spot VM's ~30 s notice) is checkpointed within two step times plus the save.
+        in_flight = StepsInFlight(max_in_flight=1)
+
+        def finished(done_steps) -> None:
+            """Logs the completed steps' metrics, a line per `log_every` steps."""
+            for done, metrics in done_steps:
+                averager.add(_apply_nonfinite_policy(done, metrics, config.nonfinite))
+                progress.advance(done)
+                if done % config.log_every == 0 or done == config.total_steps:
+                    means = averager.pop()
+                    log.train(done, means)
+                    logging.info(
+                        'step %d/%d  %s | %s',
+                        done,
+                        config.total_steps,
+                        progress.report(done),
+                        headline(means, task.table_metrics[:2]),
+                    )
+
+        with checkpoint.StopRequest(checkpoints) as stop_requested, progress:
             for step in range(first_step, config.total_steps):
                 if stop_requested(step):
+                    finished(in_flight.drain())
                     save(state)
                     raise Preempted(step)  # leaving the block waits for the save
                 step_mode = schedule.mode(step)
                 batch = global_batch(next(data.train))
                 state, metrics = step_fn(state, batch, step_mode=step_mode)
                 done = step + 1
-                pending.append((done, metrics))
-                if done % config.log_every == 0 or done == config.total_steps:
-                    for logged_step, m in jax.device_get(pending):
-                        averager.add(_apply_nonfinite_policy(logged_step, m, config.nonfinite))
-                    pending.clear()
-                    means = averager.pop()
-                    log.train(done, means)
-                    logging.info(
-                        'step %d/%d | %s | %s',
-                        done,
-                        config.total_steps,
-                        _short(means, task.table_metrics),
-                        progress.report(done),
-                    )
+                finished(in_flight.push(done, metrics))
                 if done == config.total_steps:
                     break  # the final evaluation and checkpoint follow
+                if done % config.eval_every == 0 or done % config.checkpoint_every == 0:
+                    finished(in_flight.drain())  # history lines up to the saved step
                 results = run_eval(done, state.params) if done % config.eval_every == 0 else None
                 if done % config.checkpoint_every == 0 or results is not None:
                     save(state, results)
+            finished(in_flight.drain())
 
         # ---------------------------------------------------------------- final report
         final_metrics = run_eval(config.total_steps, state.params)
@@ -247,6 +279,37 @@ class Preempted(Exception):
     def __init__(self, step: int):
         super().__init__(f'stopped at step {step} after saving a checkpoint; rerun to resume')
         self.step = step
+
+
+class StepsInFlight:
+    """The metrics of dispatched steps whose results the host has not read yet, oldest first.
+
+    `push` adds the newest step and returns, fetched to the host, the steps that must be read
+    to keep at most `max_in_flight` unread: waiting on the oldest of them bounds how far the loop
+    runs ahead of the device (a stop request then finds at most that many steps to finish),
+    while the device still has the newest step queued while the host prepares the next batch.
+    """
+
+    def __init__(self, max_in_flight: int):
+        if max_in_flight < 1:
+            raise ValueError(
+                f'max_in_flight={max_in_flight}: at least the newest step is in flight'
+            )
+        self.max_in_flight = max_in_flight
+        self._pending: list[tuple[int, dict]] = []
+
+    def push(self, step: int, metrics: dict) -> list[tuple[int, dict]]:
+        self._pending.append((step, metrics))
+        excess = len(self._pending) - self.max_in_flight
+        if excess <= 0:
+            return []
+        done, self._pending = self._pending[:excess], self._pending[excess:]
+        return jax.device_get(done)
+
+    def drain(self) -> list[tuple[int, dict]]:
+        """Every step still in flight, waited for."""
+        done, self._pending = self._pending, []
+        return jax.device_get(done)
 
 
 class NonFiniteError(FloatingPointError):
@@ -271,8 +334,3 @@ def _apply_nonfinite_policy(step: int, metrics: dict, nonfinite) -> dict:
             'Their updates were skipped, so the parameters and every checkpoint are finite.'
         )
     return {k: v for k, v in metrics.items() if k in ('skipped', 'skipped_in_a_row')}
-
-
-def _short(metrics: dict[str, float], shown: tuple[str, ...]) -> str:
-    keys = [k for k in sorted(metrics) if k.rsplit('/', 1)[-1] in shown]
-    return ', '.join(f'{k} {metrics[k]:.3f}' for k in keys)

@@ -13,12 +13,17 @@
 
 `init_from` may name a run directory, its checkpoints/ or one step directory: `RunDir.of` finds
 the run directory in each case.
+
+Paths are `etils.epath.Path`s, so a workdir may be a local directory or a `gs://` location
+(with the `gcs` extra installed) and every reader and writer treats both alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import pathlib
+import os
+
+from etils import epath
 
 from semvlp_jax.errors import MissingConfigFile
 
@@ -29,47 +34,47 @@ STATE_ITEM = 'state'
 
 @dataclasses.dataclass(frozen=True)
 class RunDir:
-    root: pathlib.Path
+    root: epath.Path
 
-    def __init__(self, root: str | pathlib.Path):
-        object.__setattr__(self, 'root', pathlib.Path(root))
+    def __init__(self, root: str | os.PathLike):
+        object.__setattr__(self, 'root', epath.Path(root))
 
     @property
-    def checkpoints(self) -> pathlib.Path:
+    def checkpoints(self) -> epath.Path:
         return self.root / 'checkpoints'
 
     @property
-    def corrupt_checkpoints(self) -> pathlib.Path:
+    def corrupt_checkpoints(self) -> epath.Path:
         return self.root / 'corrupt_checkpoints'
 
     @property
-    def tokenizer_dir(self) -> pathlib.Path:
+    def tokenizer_dir(self) -> epath.Path:
         return self.root / 'tokenizer'
 
     @property
-    def synthetic_tokenizer(self) -> pathlib.Path:
+    def synthetic_tokenizer(self) -> epath.Path:
         return self.tokenizer_dir / SYNTHETIC_TOKENIZER
 
     @property
-    def pretraining_answers(self) -> pathlib.Path:
+    def pretraining_answers(self) -> epath.Path:
         return self.root / 'answers.json'
 
     @property
-    def tensorboard(self) -> pathlib.Path:
+    def tensorboard(self) -> epath.Path:
         return self.root / 'tensorboard'
 
-    def history(self, name: str) -> pathlib.Path:
+    def history(self, name: str) -> epath.Path:
         """`train_history.jsonl` or `eval_history.jsonl` (name 'train' or 'eval')."""
         return self.root / f'{name}_history.jsonl'
 
     @property
-    def final_metrics(self) -> pathlib.Path:
+    def final_metrics(self) -> epath.Path:
         return self.root / 'metrics.json'
 
-    def task_dir(self, task: str) -> pathlib.Path:
+    def task_dir(self, task: str) -> epath.Path:
         return self.root / task
 
-    def tokenizer_files(self) -> list[pathlib.Path]:
+    def tokenizer_files(self) -> list[epath.Path]:
         """The tokenizer files this run keeps (none if it keeps no tokenizer directory)."""
         if not self.tokenizer_dir.is_dir():
             return []
@@ -77,22 +82,22 @@ class RunDir:
         return sorted(p for p in files if p.is_file() and not p.name.startswith('.'))
 
     @classmethod
-    def of(cls, path: str | pathlib.Path) -> RunDir:
+    def of(cls, path: str | os.PathLike) -> RunDir:
         """The run directory of `path`: the run itself, its checkpoints/ or one step directory
         (the run is the first of path, its parent, its grandparent that keeps checkpoints/ or a
         tokenizer/; path itself when none does)."""
-        start = pathlib.Path(path)
+        start = epath.Path(path)
         for directory in (start, *start.parents[:2]):
             if (directory / 'tokenizer').is_dir() or (directory / 'checkpoints').is_dir():
                 return cls(directory)
         return cls(start)
 
 
-def step_directory(path: str | pathlib.Path) -> pathlib.Path:
+def step_directory(path: str | os.PathLike) -> epath.Path:
     """The checkpoint step directory `path` names: a step directory itself, or the latest step of
     a run directory or of its checkpoints/. `MissingConfigFile` (a FileNotFoundError) when
     there is none."""
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     if (path / STATE_ITEM).is_dir():
         return path
     root = RunDir(path).checkpoints if RunDir(path).checkpoints.is_dir() else path

@@ -57,13 +57,14 @@ def last_logged_step(workdir: pathlib.Path) -> int:
         return 0
 
 
-def interrupt_at(workdir, step: int, sig: int) -> tuple[int, str]:
-    """Starts a run and sends `sig` once it has logged `step`."""
+def interrupt_at(workdir, step: int, sig: int) -> tuple[int, str, int]:
+    """Starts a run and sends `sig` once it has logged `step`; also returns the last step logged
+    before the signal."""
     process = start_run(workdir)
-    while last_logged_step(workdir) < step and process.poll() is None:
+    while (logged := last_logged_step(workdir)) < step and process.poll() is None:
         time.sleep(0.02)
     process.send_signal(sig)
-    return finish(process)
+    return *finish(process), logged
 
 
 def checkpoint_steps(workdir) -> list[int]:
@@ -83,7 +84,7 @@ def losses_by_step(workdir) -> dict[int, dict]:
 def test_interrupted_run_resumes_bit_identically(demo_cli_run, tmp_path, sig):
     uninterrupted = demo_cli_run.workdir
     kill_step = random.Random(sig).randint(15, 70)
-    code, stderr = interrupt_at(tmp_path, kill_step, sig)
+    code, stderr, logged_before = interrupt_at(tmp_path, kill_step, sig)
     stopped_at = last_logged_step(tmp_path)
     assert stopped_at < DEMO_RUN_STEPS, 'the run ended before the signal; nothing was tested'
     steps = checkpoint_steps(tmp_path)  # a kill mid-save leaves a tmp directory: not a step
@@ -91,6 +92,9 @@ def test_interrupted_run_resumes_bit_identically(demo_cli_run, tmp_path, sig):
         assert code == 143, stderr[-3000:]
         # It saved where it stopped: no step is lost.
         assert steps[-1] == stopped_at, (steps, stopped_at)
+        # And soon: the loop runs at most two steps ahead of what it has logged, so a short
+        # preemption notice is not spent finishing steps dispatched long before.
+        assert steps[-1] <= logged_before + 2, (steps[-1], logged_before)
     else:
         assert code == -signal.SIGKILL
         assert steps and steps[-1] <= stopped_at
@@ -107,6 +111,21 @@ def test_interrupted_run_resumes_bit_identically(demo_cli_run, tmp_path, sig):
 
 
 # ---------------------------------------------------------------------------- in-process tests
+
+
+def test_steps_in_flight_reads_all_but_the_newest_step():
+    in_flight = train.StepsInFlight(max_in_flight=1)
+    assert in_flight.push(1, {'loss': jnp.float32(1.0)}) == []
+    done = in_flight.push(2, {'loss': jnp.float32(2.0)})
+    assert [(step, float(m['loss'])) for step, m in done] == [(1, 1.0)]
+    assert isinstance(done[0][1]['loss'], np.ndarray)  # fetched to the host, i.e. waited on
+    assert [step for step, _ in in_flight.push(3, {'loss': jnp.float32(3.0)})] == [2]
+    assert [step for step, _ in in_flight.drain()] == [3]
+    assert in_flight.drain() == []
+    wider = train.StepsInFlight(max_in_flight=2)
+    assert [[s for s, _ in wider.push(step, {}) or []] for step in (1, 2, 3)] == [[], [], [1]]
+    with pytest.raises(ValueError, match='max_in_flight=0'):
+        train.StepsInFlight(max_in_flight=0)
 
 
 def data_iterator(position: int = 0):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
+import os
 from typing import TYPE_CHECKING
+
+from etils import epath
 
 from semvlp_jax.data.formats import BadInput
 
@@ -53,8 +55,8 @@ class BuildReport:
             lines.append(f'  feature dimension: {self.feature_dim}')
         return '\n'.join(lines)
 
-    def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / REPORT_FILE
+    def save(self, directory: str | os.PathLike) -> epath.Path:
+        path = epath.Path(directory) / REPORT_FILE
         fields = dataclasses.asdict(self)
         for name in _UNSAVED:  # the directory is renamed after this is written
             del fields[name]
@@ -64,7 +66,7 @@ class BuildReport:
 
 def load_report(builder: tfds.core.DatasetBuilder) -> BuildReport:
     """The report saved by the build, or the counts tfds stored when there is none."""
-    path = Path(builder.data_dir) / REPORT_FILE
+    path = epath.Path(builder.data_dir) / REPORT_FILE
     if path.is_file():
         report = BuildReport(**json.loads(path.read_text(encoding='utf-8')))
     else:

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from semvlp_jax.data import formats, records
 from semvlp_jax.data.build_report import BuildReport, load_report
@@ -368,7 +369,7 @@ def build_command(name: str, data_dir: str | Path, manual_dir: str = 'RAW_DIR') 
 def is_built(builder: tfds.core.DatasetBuilder) -> bool:
     """Whether the builder's version directory holds a finished dataset (tfds writes these
     files last; `is_prepared` says the same but logs a warning when the answer is no)."""
-    directory = Path(builder.data_dir)
+    directory = epath.Path(builder.data_dir)
     return all((directory / name).is_file() for name in ('dataset_info.json', 'features.json'))
 
 

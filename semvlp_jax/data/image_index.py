@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
+
+from etils import epath
 
 INDEX_FILE = 'image_ids.txt'  # one id per line, in the order of the dataset's records
 
@@ -61,14 +62,14 @@ class ImageIndex:
             return f'image id {image_id!r} matches several feature keys ({", ".join(keys)})'
         return f'image id {image_id!r} has no region features'
 
-    def write(self, directory: str | os.PathLike) -> Path:
-        path = Path(directory) / INDEX_FILE
+    def write(self, directory: str | os.PathLike) -> epath.Path:
+        path = epath.Path(directory) / INDEX_FILE
         path.write_text(''.join(f'{i}\n' for i in self.image_ids), encoding='utf-8')
         return path
 
     @classmethod
     def read(cls, directory: str | os.PathLike) -> ImageIndex:
-        path = Path(directory) / INDEX_FILE
+        path = epath.Path(directory) / INDEX_FILE
         if not path.is_file():
             raise FileNotFoundError(
                 f'{path} not found: region-feature datasets are built with '

@@ -20,10 +20,10 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import sentencepiece as spm
+from etils import epath
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
@@ -80,7 +80,7 @@ class SentencePieceTokenizer:
     mask_id = MASK_ID
 
     def __init__(self, model_path: str | os.PathLike):
-        path = Path(model_path)
+        path = epath.Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f'SentencePiece model file not found: {path}')
         self._processor = spm.SentencePieceProcessor()
@@ -140,7 +140,7 @@ class SentencePieceTokenizer:
             hard_vocab_limit=False,
             minloglevel=2,
         )
-        write_atomically(Path(model_path), model.getvalue())
+        write_atomically(epath.Path(model_path), model.getvalue())
         return cls(model_path)
 
     @property
@@ -175,11 +175,11 @@ class WordPieceTokenizer:
     SPECIAL_TOKENS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')
 
     def __init__(self, vocab_path: str | os.PathLike, lowercase: bool = True):
-        path = Path(vocab_path)
+        path = epath.Path(vocab_path)
         if not path.is_file():
             raise FileNotFoundError(f'WordPiece vocabulary file not found: {path}')
         try:
-            vocab = models.WordPiece.read_file(str(path))
+            vocab = _read_wordpiece_vocab(path)
         except Exception as error:  # the library raises a bare Exception (e.g. invalid UTF-8)
             raise ValueError(f'{path} is not a readable WordPiece vocabulary: {error}') from error
         missing = [token for token in self.SPECIAL_TOKENS if token not in vocab]
@@ -223,7 +223,7 @@ class WordPieceTokenizer:
 
 
 # load_tokenizer's kinds: what each opens.
-TOKENIZER_KINDS: dict[str, Callable[[Path], Tokenizer]] = {
+TOKENIZER_KINDS: dict[str, Callable[[epath.Path], Tokenizer]] = {
     'sentencepiece': SentencePieceTokenizer,  # a `.model` file trained here
     'wordpiece': WordPieceTokenizer,  # a BERT `vocab.txt`
 }
@@ -236,7 +236,7 @@ def load_tokenizer(kind: str, path: str | os.PathLike) -> Tokenizer:
         raise ValueError(
             f'unknown tokenizer kind {kind!r}; expected one of {", ".join(TOKENIZER_KINDS)}'
         )
-    return TOKENIZER_KINDS[kind](Path(path))
+    return TOKENIZER_KINDS[kind](epath.Path(path))
 
 
 def load_or_train_sentencepiece(
@@ -247,13 +247,31 @@ def load_or_train_sentencepiece(
     ``sentences`` is only called when training is needed. The file is written atomically, so a
     concurrent reader sees either no model or a whole one.
     """
-    if Path(model_path).exists():
+    if epath.Path(model_path).exists():
         return SentencePieceTokenizer(model_path)
     return SentencePieceTokenizer.train(sentences(), model_path, vocab_size)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def _read_wordpiece_vocab(path: epath.Path) -> dict[str, int]:
+    """The library's own reading of a vocab.txt (ids are line numbers), through a local copy
+    when the file is on an object store."""
+    if '://' not in os.fspath(path):
+        return models.WordPiece.read_file(os.fspath(path))
+    with tempfile.TemporaryDirectory() as local:
+        copy = os.path.join(local, path.name)
+        with open(copy, 'wb') as f:
+            f.write(path.read_bytes())
+        return models.WordPiece.read_file(copy)
+
+
+def write_atomically(path: epath.Path, data: bytes) -> None:
+    """Writes `data` to `path` so that a reader sees no file or the whole file (an object on a
+    store is replaced whole; a local file is written beside and renamed)."""
+    path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if '://' in os.fspath(path):
+        path.write_bytes(data)
+        return
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         with os.fdopen(handle, 'wb') as temp_file:
@@ -262,5 +280,5 @@ def write_atomically(path: Path, data: bytes) -> None:
             os.fsync(temp_file.fileno())
         os.replace(temp_name, path)
     except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
+        epath.Path(temp_name).unlink(missing_ok=True)
         raise

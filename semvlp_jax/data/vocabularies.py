@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import collections
 import json
-import pathlib
-import shutil
+import os
 
 import ml_collections
+from etils import epath
 
 from semvlp_jax.data import synthetic, synthetic_tasks
 from semvlp_jax.data.tokenizers import (
@@ -29,7 +29,7 @@ BERT_VOCAB = 'vocab.txt'
 TOKENIZER_CORPUS_SCENES = 2000
 
 
-def synthetic_tokenizer(data: ml_collections.ConfigDict, path: pathlib.Path) -> Tokenizer:
+def synthetic_tokenizer(data: ml_collections.ConfigDict, path: epath.Path) -> Tokenizer:
     """The sentencepiece model at `path`; trained there at first use on every text of the
     synthetic tasks (pre-training and downstream share one vocabulary)."""
     scenes = synthetic.SyntheticConfig.from_data(data)
@@ -42,7 +42,7 @@ def synthetic_tokenizer(data: ml_collections.ConfigDict, path: pathlib.Path) -> 
 
 def run_tokenizer(
     data: ml_collections.ConfigDict,
-    workdir: str | pathlib.Path,
+    workdir: str | os.PathLike,
     init_from: str = '',
     init_bert: str = '',
 ) -> Tokenizer:
@@ -70,25 +70,24 @@ def run_tokenizer(
                 )
             if kept[0].name != path.name:  # a BERT-initialised pre-training run: its vocab.txt
                 return _kept_copy(run, 'wordpiece', kept[0], kept)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(kept[0], path)
+            write_atomically(path, kept[0].read_bytes())
         return synthetic_tokenizer(data, path)
     return _kept_copy(run, kind, source, kept)
 
 
 def _configured_tokenizer(
     data: ml_collections.ConfigDict, init_bert: str
-) -> tuple[str, pathlib.Path | None]:
+) -> tuple[str, epath.Path | None]:
     """(kind, file) the config names for the tokenizer; file None for the synthetic model."""
     configured = data.get('tokenizer') or {}
     if configured.get('path'):
-        return configured.get('kind', 'sentencepiece'), pathlib.Path(configured['path'])
+        return configured.get('kind', 'sentencepiece'), epath.Path(configured['path'])
     if init_bert:
-        return 'wordpiece', pathlib.Path(init_bert) / BERT_VOCAB
+        return 'wordpiece', epath.Path(init_bert) / BERT_VOCAB
     return 'sentencepiece', None
 
 
-def _kept_copy(run: RunDir, kind: str, source: pathlib.Path, kept: list[pathlib.Path]) -> Tokenizer:
+def _kept_copy(run: RunDir, kind: str, source: epath.Path, kept: list[epath.Path]) -> Tokenizer:
     """The run's copy of tokenizer file `source` (made at the first start), after checking that
     a fine-tune reads the file its pre-training run kept (`kept`)."""
     if kept and source.is_file() and all(k.read_bytes() != source.read_bytes() for k in kept):
@@ -121,7 +120,7 @@ def answer_vocabulary(counts: collections.Counter, min_count: int, key: str) -> 
 
 
 def fixed_answers(
-    path: pathlib.Path, counts: collections.Counter, min_count: int, key: str, *, is_writer: bool
+    path: epath.Path, counts: collections.Counter, min_count: int, key: str, *, is_writer: bool
 ) -> list[str]:
     """The answer list kept at `path`, or, at the first start, the answers of `counts` seen
     `min_count` times (config key `key`), written there by the writer process. No counts (no

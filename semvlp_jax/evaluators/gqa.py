@@ -11,6 +11,8 @@ import json
 import os
 from collections.abc import Mapping
 
+from etils import epath
+
 from semvlp_jax.evaluators.errors import PredictionsError, check_one_prediction_each
 
 
@@ -28,13 +30,13 @@ def write_submission(path: str | os.PathLike, predictions: Mapping[str, str]) ->
                 f'questionId and prediction must be strings, got {qid!r}: {prediction!r}'
             )
         records.append({'questionId': qid, 'prediction': prediction})
-    with open(path, 'w', encoding='utf-8') as f:
+    with epath.Path(path).open('w', encoding='utf-8') as f:
         json.dump(records, f)
 
 
 def load_submission(path: str | os.PathLike) -> dict[str, str]:
     """Read a submission list into `{questionId: prediction}`."""
-    with open(path, encoding='utf-8') as f:
+    with epath.Path(path).open(encoding='utf-8') as f:
         records = json.load(f)
     if not isinstance(records, list):
         raise PredictionsError(

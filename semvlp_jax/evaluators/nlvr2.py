@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 
 import numpy as np
+from etils import epath
 
 from semvlp_jax.evaluators.errors import PredictionsError, check_one_prediction_each
 
@@ -75,7 +76,7 @@ def write_predictions(path: str | os.PathLike, predictions: Mapping[str, bool]) 
         if not isinstance(identifier, str) or any(c in identifier for c in ',\r\n'):
             raise PredictionsError(f'identifier {identifier!r} cannot be written to a CSV line')
         lines.append(f'{identifier},{parse_label(predictions[identifier])}\n')
-    with open(path, 'w', encoding='utf-8') as f:
+    with epath.Path(path).open('w', encoding='utf-8') as f:
         f.writelines(lines)
 
 
@@ -83,7 +84,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, bool]:
     """Read a predictions CSV written by `write_predictions` (or by the official tools)."""
     predictions: dict[str, bool] = {}
     first_seen: dict[str, int] = {}
-    with open(path, encoding='utf-8') as f:
+    with epath.Path(path).open(encoding='utf-8') as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -24,6 +24,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from etils import epath
+
 from semvlp_jax.evaluators.errors import PredictionsError, is_json_int
 
 RULES = ('current', 'legacy')
@@ -370,7 +372,7 @@ def score(
 def load_json(path: str | os.PathLike, what: str) -> Any:
     """Parsed JSON from `path`; a ValueError naming the `what` file if unreadable or invalid."""
     try:
-        with open(path, encoding='utf-8') as f:
+        with epath.Path(path).open(encoding='utf-8') as f:
             return json.load(f)
     except OSError as e:
         raise ValueError(f'cannot read {what} file {path}: {e.strerror or e}') from e
@@ -381,11 +383,12 @@ def load_json(path: str | os.PathLike, what: str) -> Any:
 def write_results(path: str | os.PathLike, predictions: Mapping[int, str]) -> None:
     """Writes predictions in the official results format, sorted by question id."""
     records = [{'question_id': int(qid), 'answer': predictions[qid]} for qid in sorted(predictions)]
-    tmp = f'{os.fspath(path)}.tmp'
+    path = epath.Path(path)
+    tmp = path.with_name(f'{path.name}.tmp')
     # Write then rename, so an interrupted run never leaves a truncated results file behind.
-    with open(tmp, 'w', encoding='utf-8') as f:
+    with tmp.open('w', encoding='utf-8') as f:
         json.dump(records, f)
-    os.replace(tmp, path)
+    tmp.replace(path)
 
 
 def format_text(scores: VQAScores) -> str:
