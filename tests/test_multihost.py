@@ -33,7 +33,8 @@ def launch(workdir, devices, *extra):
 
 
 def step_lines(stderr):
-    return re.findall(r'step \d+/4 \| [^|]*', stderr)
+    """(step, metrics) of each progress line, without the rate (which differs per process)."""
+    return re.findall(r'(step \d+/4)  [^|]*\| ([^\n]*)', stderr)
 
 
 def free_port():
