@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     # Every workdir and data path goes through epath, so gs:// works like a local directory.
     'etils[epath]>=1.15,<2',
     'matplotlib>=3.11,<3.12',
+    'tqdm>=4.66,<5',  # the console's live bar (progress.py)
 ]
 
 setuptools.setup(
