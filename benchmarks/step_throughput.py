@@ -1,11 +1,14 @@
-r"""Train-step throughput and model FLOPs utilisation, per mode, for two model sizes.
+r"""Train-step throughput and model FLOPs utilisation, per mode, for several model sizes.
 
     python benchmarks/step_throughput.py --output /tmp/step_throughput.json
     python benchmarks/step_throughput.py --scan_layers --remat full --output /tmp/scanned.json
+    python benchmarks/step_throughput.py --settings demo_pixels,bert_vit_b16 --steps 2
 
-For the demo model and a BERT-base-size model (12 layers, 768 hidden, 36 regions of 2048-d
-features, 20 tokens) it times the jitted train step in each mode on random inputs and prints
-examples/s, step time, compile time and MFU. FLOPs per step come from XLA's cost analysis of the
+For the demo model, a BERT-base-size model (12 layers, 768 hidden, 36 regions of 2048-d
+features, 20 tokens), the pixel demo (64 px, 16 px patches, no tower) and BERT-base over a
+ViT-B/16 tower at 224 px (196 patches + [CLS]; SIMLA's and ALBEF's sizes) it times the jitted
+train step in each mode on random inputs and prints examples/s, step time, compile time and
+MFU. FLOPs per step come from XLA's cost analysis of the
 compiled (unrolled) step; the peak is measured here with a large jitted matmul in the model's
 compute dtype, not taken from a datasheet. Not a test: numbers depend on the machine.
 """
@@ -21,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import demo
+from configs import demo, demo_pixels
 from semvlp_jax import train
 from semvlp_jax.data.dims import DataDims
 from semvlp_jax.parallel import mesh as mesh_lib
@@ -38,6 +41,15 @@ def measured_peak_flops(dtype: str, size: int = 2048, repeats: int = 10) -> floa
         out = matmul(a, a)
     out.block_until_ready()
     return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def random_pixel_batch(dims: DataDims, batch_size: int, image_size: int, seed: int = 0) -> dict:
+    """A batch for a model that reads pixels: the text fields, normalised-looking pixels."""
+    rng = np.random.default_rng(seed)
+    batch = random_batch(dims, batch_size, 1, seed)
+    batch = {k: v for k, v in batch.items() if not k.startswith(('region_', 'mop_'))}
+    pixels = rng.normal(size=(batch_size, image_size, image_size, 3)).astype(np.float32)
+    return {**batch, 'pixels': pixels}
 
 
 def random_batch(dims: DataDims, batch_size: int, num_regions: int, seed: int = 0) -> dict:
@@ -86,7 +98,7 @@ class Setting:
     model: dict
 
 
-def settings(bert_batch_size: int) -> list[Setting]:
+def settings(bert_batch_size: int, vit_batch_size: int) -> list[Setting]:
     demo_config = demo.get_config()
     demo_dims = DataDims(
         vocab_size=46,
@@ -105,9 +117,14 @@ def settings(bert_batch_size: int) -> list[Setting]:
         num_answers=3129,
     )
     bert = dict(num_layers=12, num_cross_layers=4, hidden_size=768, num_heads=12, mlp_size=3072)
+    demo_pixels_model = demo_pixels.get_config().model.to_dict()
+    vit_b16 = dict(num_layers=12, width=768, num_heads=12, mlp_size=3072, layer_norm_eps=1e-6)
+    pixels = dict(visual_input='patches', image_size=224, patch_size=16, vision_tower=vit_b16)
     return [
         Setting('demo', demo_dims, demo_config.data.num_regions, demo_config.batch_size, {}),
         Setting('bert_base', bert_dims, 36, bert_batch_size, bert),
+        Setting('demo_pixels', demo_dims, 0, demo_config.batch_size, demo_pixels_model),
+        Setting('bert_vit_b16', bert_dims, 0, vit_batch_size, {**bert, **pixels}),
     ]
 
 
@@ -126,7 +143,11 @@ def measure(setting: Setting, mode: str, steps: int, args, peak: float) -> dict:
     config = demo.get_config()
     config.model.update(dtype=args.dtype, remat=args.remat, **setting.model)
     config.batch_size = setting.batch_size
-    batch = random_batch(setting.dims, setting.batch_size, setting.num_regions)
+    if config.model.visual_input == 'patches':  # no detector regions: no masked objects
+        config.objectives = demo_pixels.get_config().objectives
+        batch = random_pixel_batch(setting.dims, setting.batch_size, config.model.image_size)
+    else:
+        batch = random_batch(setting.dims, setting.batch_size, setting.num_regions)
     config.model.scan_layers = args.scan_layers
     step, state, batch, compile_s = compiled_step(config, setting.dims, batch, mode)
     # XLA's cost analysis counts a while loop's body once, so FLOPs of a scanned model are taken
@@ -163,6 +184,7 @@ def main():
     parser.add_argument('--output', default='step_throughput.json')
     parser.add_argument('--steps', type=int, default=5)
     parser.add_argument('--bert_batch_size', type=int, default=16)
+    parser.add_argument('--vit_batch_size', type=int, default=4)
     parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
     parser.add_argument('--settings', default='demo,bert_base')
     parser.add_argument('--remat', default='none', choices=['none', 'full', 'dots'])
@@ -176,7 +198,7 @@ def main():
     )
     wanted = args.settings.split(',')
     results = []
-    for setting in settings(args.bert_batch_size):
+    for setting in settings(args.bert_batch_size, args.vit_batch_size):
         if setting.name not in wanted:
             continue
         for mode in ('single', 'two'):

@@ -15,11 +15,14 @@ from semvlp_jax import objectives as objectives_lib
 from semvlp_jax import schedule as schedule_lib
 from semvlp_jax import tasks as tasks_lib
 from semvlp_jax.data import datasets, synthetic
+from semvlp_jax.data.pipeline import PIXELS_FROM_BUILT_DATA
+from semvlp_jax.data.pixels import Augment
 from semvlp_jax.data.tokenizers import TOKENIZER_KINDS
 from semvlp_jax.errors import ConfigError
 from semvlp_jax.models.embeddings import REGION_NORMS, VISUAL_EMBEDDINGS
 from semvlp_jax.models.encoder import MODES, REMAT_POLICIES
 from semvlp_jax.models.layers import GELUS
+from semvlp_jax.models.vision import TOWER_KEYS, TowerConfig
 from semvlp_jax.optimizer import modes_of
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
@@ -157,6 +160,8 @@ def validate(
         f'config.model.num_heads={model.num_heads}',
     )
     _check_one_of(config, 'model.visual_input', VISUAL_EMBEDDINGS)
+    if model.visual_input == 'patches':
+        _check_pixel_model(config)
     _check(
         config.model.get('answer_bias', 'zero') in ('zero', 'prior'),
         f'config.model.answer_bias={config.model.get("answer_bias")!r}; expected one of '
@@ -259,6 +264,78 @@ DATA_NAMES = ('synthetic', 'tfds')
 # similarities.
 ITM_NEGATIVES = ('random', 'hard')
 REGION_DATASETS = ('region_tsv', 'region_npz')
+
+
+# Objectives that read detector regions; a model over pixels has none (masked *patch* modelling
+# is SIMLA's, a separate objective).
+REGION_OBJECTIVES = ('mop',)
+
+
+def _check_pixel_model(config: ml_collections.ConfigDict) -> None:
+    """`config.model.visual_input='patches'`: the patch grid, the vision tower and the
+    objectives fit pixels."""
+    model = config.model
+    _check(config.data.name == 'synthetic', PIXELS_FROM_BUILT_DATA)
+    for key in ('image_size', 'patch_size'):
+        _check(
+            isinstance(model.get(key), int) and model.get(key) > 0,
+            f'config.model.{key}={model.get(key)!r}: pixels need a positive int '
+            "(config.model.visual_input='patches')",
+        )
+    _check(
+        model.image_size % model.patch_size == 0,
+        f'config.model.image_size={model.image_size} does not divide into patches of '
+        f'config.model.patch_size={model.patch_size}',
+    )
+    tower = TowerConfig.from_config(model)
+    unknown = sorted(set(model.get('vision_tower') or {}) - set(TOWER_KEYS))
+    _check(
+        not unknown,
+        f'config.model.vision_tower has unknown keys {unknown}; expected some of {list(TOWER_KEYS)}',
+    )
+    _check(
+        tower.num_layers >= 0,
+        f'config.model.vision_tower.num_layers={tower.num_layers} must be >= 0 (0: no tower)',
+    )
+    if tower.num_layers:
+        _check(
+            tower.width % tower.num_heads == 0,
+            f'config.model.vision_tower.width={tower.width} is not divisible by '
+            f'config.model.vision_tower.num_heads={tower.num_heads}',
+        )
+        _check(
+            tower.layer_norm_eps > 0,
+            f'config.model.vision_tower.layer_norm_eps={tower.layer_norm_eps} must be > 0',
+        )
+    for mode, weights in config.objectives.items():
+        for name in REGION_OBJECTIVES:
+            _check(
+                name not in weights,
+                f'config.objectives.{mode}.{name}: {name!r} predicts masked detector regions, '
+                "but config.model.visual_input='patches' reads pixels; remove it",
+            )
+    augment = Augment.from_config(config.data.get('augment'))
+    for key, requirement in augment.problems() if augment else []:
+        _check(False, f'config.data.augment.{key}={getattr(augment, key)!r} {requirement}')
+    patch_mask = config.data.get('patch_mask') or {}
+    count = patch_mask.get('count', 0)
+    patches = (model.image_size // model.patch_size) ** 2
+    _check(
+        0 <= count < patches,
+        f'config.data.patch_mask.count={count} must be in [0, {patches}) (the patch grid has '
+        f'{patches} patches)',
+    )
+    if count:
+        min_block = patch_mask.get('min_block', 16)
+        _check(
+            0 < min_block <= count,
+            f'config.data.patch_mask.min_block={min_block} must be in [1, count={count}]',
+        )
+        min_aspect = patch_mask.get('min_aspect', 0.3)
+        _check(
+            0 < min_aspect <= 1,
+            f'config.data.patch_mask.min_aspect={min_aspect} must be in (0, 1]',
+        )
 
 
 def _check_init_bert(config: ml_collections.ConfigDict) -> None:

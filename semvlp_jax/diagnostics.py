@@ -32,7 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from semvlp_jax.models.semvlp import SemVLP, one_row_per_image
+from semvlp_jax.models.semvlp import SemVLP, is_image_field, one_row_per_image
 
 # Encoder parameters are grouped by the block they belong to, across layers and stacks.
 ENCODER_BLOCKS = ('self_attention', 'cross_attention', 'feed_forward')
@@ -86,7 +86,7 @@ def itm_logit(model: SemVLP, batch: dict, mode: str) -> jax.Array:
 def alignment(model: SemVLP, batch: dict, mode: str) -> dict[str, jax.Array]:
     """The diagnostics above on `batch` (every pair matched: its own image), no dropout."""
     batch = one_row_per_image(batch)
-    text_mask, region_mask = batch['text_mask'], batch['region_mask']
+    text_mask = batch['text_mask']
     text_in = model.text_embeddings(batch['text_ids'], None)
     image_in, image_mask = model.visual_embeddings(batch, model.text_embeddings.token_type, None)
     out = model.encoder(text_in, text_mask, image_in, image_mask, mode=mode, rngs=None)
@@ -121,14 +121,14 @@ def alignment(model: SemVLP, batch: dict, mode: str) -> dict[str, jax.Array]:
     own = itm_logit(model, batch, mode)
     other = dict(batch)  # each text with the next row's image
     for key in batch:
-        if key.startswith('region_'):
+        if is_image_field(key):
             other[key] = jnp.roll(batch[key], 1, axis=0)
     swapped = itm_logit(model, other, mode)
     captions = 1 - batch['is_question'].astype(jnp.float32)
     count = jnp.maximum(captions.sum(), 1.0)
     results['diag_itm_logit_change'] = jnp.sum(jnp.abs(own - swapped) * captions) / count
     results['diag_itm_margin'] = jnp.sum((own - swapped) * captions) / count
-    results['diag_region_to_text_scale'] = rms(image_in, region_mask) / rms(text_in, text_mask)
+    results['diag_region_to_text_scale'] = rms(image_in, image_mask) / rms(text_in, text_mask)
     return results
 
 

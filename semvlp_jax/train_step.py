@@ -36,6 +36,8 @@ FIELDS_SWAPPED_WITH_THE_IMAGE = (
     'mop_object_labels',
     'mop_attribute_labels',
     'mop_weights',
+    'pixels',
+    'patch_mask',
 )
 
 

@@ -1,4 +1,5 @@
-"""BERT / LXMERT masking, per example, in numpy (runs in the input workers).
+"""BERT / LXMERT masking and BEiT block masking of patches, per example, in numpy (runs in the
+input workers).
 
 Each position is chosen independently with probability `prob`; a chosen token becomes [MASK]
 80% of the time, a random token 10%, and stays 10% (BERT). A chosen region is zeroed 80% of the
@@ -90,3 +91,45 @@ def mask_regions(
     positions, weights = _slots(chosen, max_predictions)
     targets = features[positions] * weights[:, None]
     return Masked(masked, positions, targets.astype(np.float32), weights)
+
+
+def mask_patch_blocks(
+    grid: int,
+    target: int,
+    rng: np.random.Generator,
+    *,
+    min_block: int = 16,
+    min_aspect: float = 0.3,
+    max_attempts: int = 10,
+) -> np.ndarray:
+    """BEiT's block-wise masking: bool [grid * grid] (row-major) with about `target` patches set.
+
+    Rectangles of at least `min_block` patches and aspect ratio in [min_aspect, 1/min_aspect]
+    (log-uniform) are placed at random until `target` patches are masked; a rectangle counts only
+    the patches it newly covers and is accepted when that is between 1 and what is still missing.
+    When `max_attempts` draws in a row add nothing the mask stays short of `target` (BEiT does
+    the same), so the count is `target` or slightly below it, never above.
+    """
+    mask = np.zeros((grid, grid), bool)
+    log_aspect = (np.log(min_aspect), -np.log(min_aspect))
+    count = 0
+    while count < target:
+        missing = target - count
+        added = 0
+        for _ in range(max_attempts):
+            area = rng.uniform(min_block, max(min_block, missing))
+            aspect = np.exp(rng.uniform(*log_aspect))
+            h = int(round(np.sqrt(area * aspect)))
+            w = int(round(np.sqrt(area / aspect)))
+            if not (0 < h < grid and 0 < w < grid):
+                continue
+            top, left = int(rng.integers(0, grid - h + 1)), int(rng.integers(0, grid - w + 1))
+            new = h * w - int(mask[top : top + h, left : left + w].sum())
+            if 0 < new <= missing:
+                mask[top : top + h, left : left + w] = True
+                added = new
+                break
+        if added == 0:
+            break
+        count += added
+    return mask.reshape(-1)

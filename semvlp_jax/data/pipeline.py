@@ -20,10 +20,11 @@ import grain
 import ml_collections
 import numpy as np
 
-from semvlp_jax.data import datasets, masking, synthetic
+from semvlp_jax.data import datasets, masking, pixels, synthetic
 from semvlp_jax.data.answers import answer_scores
 from semvlp_jax.data.dims import DataDims, data_dims
 from semvlp_jax.data.images import region_store
+from semvlp_jax.data.pixels import PixelTransform
 from semvlp_jax.data.records import CaptionRecord, GqaRecord, VqaRecord
 from semvlp_jax.data.tokenizers import Tokenizer
 from semvlp_jax.data.vocabularies import fixed_answers, run_tokenizer
@@ -49,12 +50,107 @@ class TextEncoder:
         return ids, mask
 
 
-class PretrainingExample:
-    """(text, answer scores, image regions) + rng -> one masked pre-training example."""
+class RegionFields:
+    """An image's regions + rng -> its region input with LXMERT masking and the masked object
+    targets (`mop_*`)."""
 
-    def __init__(self, tokenizer: Tokenizer, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+
+    def __call__(self, image: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
+        """`image` holds region_features, region_boxes, region_mask, object_labels and
+        attribute_labels (-1 where unknown)."""
+        c = self.config
+        region_mask = image['region_mask'].astype(bool)
+        regions = masking.mask_regions(
+            image['region_features'],
+            region_mask,
+            rng,
+            prob=c.mop_prob,
+            max_predictions=c.max_mop_predictions,
+        )
+        return {
+            'region_features': regions.values.astype(np.float32, copy=False),
+            'region_boxes': image['region_boxes'].astype(np.float32, copy=False),
+            'region_mask': region_mask.astype(np.int32),
+            'mop_positions': regions.positions,
+            'mop_features': regions.targets,
+            'mop_object_labels': _at(image['object_labels'], regions),
+            'mop_attribute_labels': _at(image['attribute_labels'], regions),
+            'mop_weights': regions.weights,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchFields:
+    """An image's pixels (uint8 [h, w, 3]) + rng -> the model's pixel input: `pixels` float32
+    [image_size, image_size, 3] (a training view when `transform` augments), and, when
+    `mask_patches` > 0, `patch_mask` bool [grid * grid] from BEiT block masking (an input that
+    has it is encoded with those patches replaced by the mask token)."""
+
+    transform: PixelTransform
+    grid: int
+    mask_patches: int = 0
+    min_block: int = 16
+    min_aspect: float = 0.3
+
+    def __call__(self, image: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
+        fields = {'pixels': self.transform(image['pixels'], rng)}
+        if self.mask_patches:
+            fields['patch_mask'] = masking.mask_patch_blocks(
+                self.grid,
+                self.mask_patches,
+                rng,
+                min_block=self.min_block,
+                min_aspect=self.min_aspect,
+            )
+        return fields
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelInput:
+    """The pixels a model reads (`config.model.visual_input='patches'`): their size and patch
+    size. Pipelines make regions when they are given none."""
+
+    image_size: int
+    patch_size: int
+
+    @classmethod
+    def of(cls, model: ml_collections.ConfigDict) -> PixelInput | None:
+        if model.visual_input != 'patches':
+            return None
+        return cls(model.image_size, model.patch_size)
+
+
+def image_fields(
+    data: ml_collections.ConfigDict, pixel_input: PixelInput | None, *, train: bool
+) -> RegionFields | PatchFields:
+    """What pre-training examples make of an image: regions masked for MOP (`pixel_input`
+    None), or pixels, augmented when `train` and block-masked as `data.patch_mask` says."""
+    if pixel_input is None:
+        return RegionFields(data)
+    patch_mask = data.get('patch_mask') or {}
+    return PatchFields(
+        pixels.pixel_transform(data, pixel_input.image_size, train=train),
+        grid=pixel_input.image_size // pixel_input.patch_size,
+        mask_patches=patch_mask.get('count', 0),
+        min_block=patch_mask.get('min_block', 16),
+        min_aspect=patch_mask.get('min_aspect', 0.3),
+    )
+
+
+class PretrainingExample:
+    """(text, answer scores, image) + rng -> one masked pre-training example."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        config: ml_collections.ConfigDict,
+        visual: RegionFields | PatchFields,
+    ):
         self.encode = TextEncoder(tokenizer, config.max_text_len)
         self.config = config
+        self.visual = visual
         self.mask_id = tokenizer.mask_id
         self.special_ids = np.array(sorted(tokenizer.special_ids))
         self.random_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), self.special_ids)
@@ -68,9 +164,9 @@ class PretrainingExample:
         image_key: int,
         rng: np.random.Generator,
     ) -> dict[str, np.ndarray]:
-        """`image` holds region_features, region_boxes, region_mask, object_labels and
-        attribute_labels (-1 where unknown); `scores` the [num_answers] QA targets; `image_key`
-        an int32 that only this image has among the batch's (see `image_key`)."""
+        """`image` holds what `self.visual` reads (region arrays, or uint8 `pixels`); `scores`
+        the [num_answers] QA targets; `image_key` an int32 that only this image has among the
+        batch's (see `image_key`)."""
         c = self.config
         ids, text_mask = self.encode(text)
         eligible = text_mask.astype(bool) & ~np.isin(ids, self.special_ids)
@@ -83,28 +179,13 @@ class PretrainingExample:
             prob=c.mlm_prob,
             max_predictions=c.max_mlm_predictions,
         )
-        region_mask = image['region_mask'].astype(bool)
-        regions = masking.mask_regions(
-            image['region_features'],
-            region_mask,
-            rng,
-            prob=c.mop_prob,
-            max_predictions=c.max_mop_predictions,
-        )
         return {
             'text_ids': words.values,
             'text_mask': text_mask,
             'mlm_positions': words.positions,
             'mlm_targets': words.targets,
             'mlm_weights': words.weights,
-            'region_features': regions.values.astype(np.float32, copy=False),
-            'region_boxes': image['region_boxes'].astype(np.float32, copy=False),
-            'region_mask': region_mask.astype(np.int32),
-            'mop_positions': regions.positions,
-            'mop_features': regions.targets,
-            'mop_object_labels': _at(image['object_labels'], regions),
-            'mop_attribute_labels': _at(image['attribute_labels'], regions),
-            'mop_weights': regions.weights,
+            **self.visual(image, rng),
             'is_question': np.int32(is_question),
             'answer_scores': scores.astype(np.float32, copy=False),
             'image_key': np.int32(image_key),
@@ -125,9 +206,13 @@ class SceneExample:
     the image with one of its captions or (with probability `question_fraction`) questions."""
 
     def __init__(
-        self, tokenizer: Tokenizer, answers: Sequence[str], config: ml_collections.ConfigDict
+        self,
+        tokenizer: Tokenizer,
+        answers: Sequence[str],
+        config: ml_collections.ConfigDict,
+        visual: RegionFields | PatchFields,
     ):
-        self.make = PretrainingExample(tokenizer, config)
+        self.make = PretrainingExample(tokenizer, config, visual)
         self.question_fraction = config.question_fraction
         self.answer_index = {a: i for i, a in enumerate(answers)}
 
@@ -153,8 +238,9 @@ class RecordExample:
         answers: Sequence[str],
         config: ml_collections.ConfigDict,
         images: Callable[[str], dict[str, np.ndarray]],
+        visual: RegionFields | PatchFields,
     ):
-        self.make = PretrainingExample(tokenizer, config)
+        self.make = PretrainingExample(tokenizer, config, visual)
         self.answer_index = {a: i for i, a in enumerate(answers)}
         self.images = images
 
@@ -268,17 +354,26 @@ def synthetic_pretraining(
     process_index: int = 0,
     process_count: int = 1,
     init_bert: str = '',
+    pixel_input: PixelInput | None = None,
 ) -> PretrainingData:
-    """The embedded synthetic dataset (`config.data`) as pre-training input.
+    """The embedded synthetic dataset (`config.data`) as pre-training input: region features,
+    or, with `pixel_input`, the scenes rendered at its image size.
 
     `batch_size` is the global batch; each process gets its `batch_size / process_count` rows of
     every batch (see `process_share`). The tokenizer is trained on the synthetic texts at first
     use and kept in the workdir (or is the `vocab.txt` of `init_bert`, `config.init_bert`).
     """
     scenes = synthetic.SyntheticConfig.from_data(data)
+    if pixel_input is not None:
+        scenes = synthetic.with_pixels(scenes, pixel_input.image_size)
     tokenizer = run_tokenizer(data, workdir, init_bert=init_bert)
-    to_example = SceneExample(tokenizer, synthetic.ANSWERS, data)
-    to_val_example = SceneExample(tokenizer, synthetic.ANSWERS, eval_masking(data))
+    val_data = eval_masking(data)
+    to_example = SceneExample(
+        tokenizer, synthetic.ANSWERS, data, image_fields(data, pixel_input, train=True)
+    )
+    to_val_example = SceneExample(
+        tokenizer, synthetic.ANSWERS, val_data, image_fields(val_data, pixel_input, train=False)
+    )
     shares = dict(process_index=process_index, process_count=process_count)
     train = shuffled_batches(
         synthetic.CachedScenes(synthetic.SyntheticScenes(scenes, 'train', data.num_train)),
@@ -295,6 +390,12 @@ def synthetic_pretraining(
     return PretrainingData(train, val, data_dims(data, tokenizer.vocab_size), tokenizer)
 
 
+PIXELS_FROM_BUILT_DATA = (
+    "config.model.visual_input='patches' reads pixels, which only the synthetic scenes "
+    "(config.data.name='synthetic') provide so far; built datasets give region features"
+)
+
+
 def built_pretraining(
     data: ml_collections.ConfigDict,
     workdir: str | pathlib.Path,
@@ -305,6 +406,7 @@ def built_pretraining(
     process_index: int = 0,
     process_count: int = 1,
     init_bert: str = '',
+    pixel_input: PixelInput | None = None,
 ) -> PretrainingData:
     """Pre-training input from built datasets: a weighted mixture of caption and question
     sources (`data.sources`), each paired with its image's regions from `data.regions`.
@@ -334,8 +436,15 @@ def built_pretraining(
         'data.answer_min_count',
         is_writer=process_index == 0,
     )
-    to_example = RecordExample(tokenizer, answers, data, images)
-    to_val_example = RecordExample(tokenizer, answers, eval_masking(data), images)
+    if pixel_input is not None:  # config_checks refuses this before a run starts
+        raise ConfigError(PIXELS_FROM_BUILT_DATA)
+    val_data = eval_masking(data)
+    to_example = RecordExample(
+        tokenizer, answers, data, images, image_fields(data, pixel_input, train=True)
+    )
+    to_val_example = RecordExample(
+        tokenizer, answers, val_data, images, image_fields(val_data, pixel_input, train=False)
+    )
 
     def mixture(key: str, shuffled: bool) -> grain.MapDataset:
         used = [name for name in names if data.sources[name].get(key)]

@@ -232,6 +232,12 @@ class CachedScenes:
         return scene
 
 
+def with_pixels(config: SyntheticConfig, image_size: int) -> SyntheticConfig:
+    """`config`'s scenes rendered as image_size x image_size pixels too (what a model that reads
+    pixels sees; the same objects, region arrays and texts)."""
+    return dataclasses.replace(config, render_pixels=True, image_size=image_size)
+
+
 def text_scenes(config: SyntheticConfig, size: int) -> CachedScenes:
     """The first ``size`` train scenes without pixels, kept once generated: the source of the
     texts a tokenizer is trained on, read more than once."""

@@ -2,8 +2,8 @@
 
 A visual embedding maps the batch's image fields to `([batch, image_len, hidden], [batch,
 image_len])` (tokens and padding mask). `VISUAL_EMBEDDINGS` maps `config.model.visual_input` to
-a builder `(model_config, data_dims, rngs) -> module`; a ViT patch embedding is added there,
-next to the region one.
+a builder `(model_config, data_dims, rngs) -> module`: detector regions (`RegionEmbeddings`) or
+ViT patches over pixels (`vision.PatchEmbeddings`).
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from flax import nnx
 from semvlp_jax.models.layers import (
     BERT_NUMERICS,
     EMBEDDING_INIT,
+    IMAGE_TYPE,
+    TEXT_TYPE,
     Numerics,
     dense,
     dropout,
     layer_norm,
     logical,
 )
-
-TEXT_TYPE, IMAGE_TYPE = 0, 1
+from semvlp_jax.models.vision import PatchEmbeddings
 
 
 class TextEmbeddings(nnx.Module):
@@ -140,4 +141,10 @@ def _regions(config, dims, *, rngs: nnx.Rngs) -> RegionEmbeddings:
 # normalised projections, or that average normalised again (the text embeddings' scale).
 REGION_NORMS = ('average', 'layer_norm')
 
-VISUAL_EMBEDDINGS = {'regions': _regions}
+
+def _patches(config, dims, *, rngs: nnx.Rngs) -> PatchEmbeddings:
+    del dims  # the patch grid comes from the model config (image_size, patch_size)
+    return PatchEmbeddings(config, rngs=rngs)
+
+
+VISUAL_EMBEDDINGS = {'regions': _regions, 'patches': _patches}

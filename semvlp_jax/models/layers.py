@@ -15,6 +15,8 @@ from flax import nnx
 
 # Embedding tables: BERT's N(0, 0.02).
 EMBEDDING_INIT = nnx.initializers.normal(stddev=0.02)
+# Token type ids: text 0, image 1 (one type table, `TextEmbeddings.token_type`, serves both).
+TEXT_TYPE, IMAGE_TYPE = 0, 1
 # Dense kernels: fan-in scaled (LeCun normal). BERT's fixed 0.02 suits width 768 but leaves a
 # narrow model's attention logits near zero (uniform attention), which stalls cross-modal
 # alignment; pre-trained weights, when loaded, replace the initial values anyway.

@@ -110,10 +110,11 @@ class SemVLP(nnx.Module):
         )
 
     def __call__(self, batch: dict, *, mode: Mode, rngs: nnx.Rngs | None = None) -> Encoded:
-        """Encodes `batch` (text_ids/text_mask [batch, text_len], region_* fields) in `mode`.
+        """Encodes `batch` (text_ids/text_mask [batch, text_len], and region_* fields or pixels)
+        in `mode`.
 
-        Region fields with an images axis ([batch, n, regions, ...]) encode the text with each of
-        the n images (see `Encoded`). `rngs=None` means deterministic (no dropout).
+        Image fields with an images axis ([batch, n, regions, ...], [batch, n, height, ...])
+        encode the text with each of the n images (see `Encoded`). `rngs=None` means deterministic (no dropout).
         """
         batch = one_row_per_image(batch)
         text_in = self.text_embeddings(batch['text_ids'], rngs)
@@ -157,7 +158,7 @@ class SemVLP(nnx.Module):
         return self.contrastive_head.embed_text(text[:, 0].astype(jnp.float32))
 
     def embed_images(self, batch: dict) -> jax.Array:
-        """Contrastive unit vectors [batch, dim] of images alone (region_* fields)."""
+        """Contrastive unit vectors [batch, dim] of images alone (region_* fields or pixels)."""
         image, mask = self.visual_embeddings(batch, self.text_embeddings.token_type, None)
         image = self.encoder.unimodal(image, mask, rngs=None)
         return self.contrastive_head.embed_image(masked_mean(image.astype(jnp.float32), mask))
@@ -165,18 +166,27 @@ class SemVLP(nnx.Module):
 
 # What the model reads of an example: the text, and the image fields the visual embeddings read.
 TEXT_FIELDS = ('text_ids', 'text_mask')
+PIXEL_FIELDS = ('pixels', 'patch_mask')
+# Dimensions of one image's fields: region_mask [regions], pixels [height, width, channels].
+IMAGE_RANKS = {'region_mask': 1, 'pixels': 3}
+
+
+def is_image_field(key: str) -> bool:
+    return key.startswith('region_') or key in PIXEL_FIELDS
 
 
 def one_row_per_image(batch: dict) -> dict:
-    """An example with n images (`region_mask` [batch, n, regions]) -> n rows, each the example's
-    text with one of its images (example i -> rows i*n ... i*n + n-1). Other batches unchanged."""
-    if batch['region_mask'].ndim == 2:
+    """An example with n images (`region_mask` [batch, n, regions] or `pixels` [batch, n, height,
+    width, 3]) -> n rows, each the example's text with one of its images (example i -> rows
+    i*n ... i*n + n-1). Other batches unchanged."""
+    key = 'pixels' if 'pixels' in batch else 'region_mask'
+    if batch[key].ndim == IMAGE_RANKS[key] + 1:
         return batch
-    size, images = batch['region_mask'].shape[:2]
+    size, images = batch[key].shape[:2]
     rows = dict(batch)
     for key, value in batch.items():
         if key in TEXT_FIELDS:
             rows[key] = jnp.repeat(value, images, axis=0)
-        elif key.startswith('region_'):
+        elif is_image_field(key):
             rows[key] = value.reshape(size * images, *value.shape[2:])
     return rows

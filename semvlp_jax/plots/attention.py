@@ -95,7 +95,10 @@ def validation_example(
     if not 0 <= index < data.num_val:
         raise ValueError(f'example {index} out of range: the run has {data.num_val} val scenes')
     scenes = synthetic.SyntheticConfig.from_data(data)
-    to_example = pipeline.SceneExample(tokenizer, synthetic.ANSWERS, pipeline.eval_masking(data))
+    val_data = pipeline.eval_masking(data)
+    to_example = pipeline.SceneExample(
+        tokenizer, synthetic.ANSWERS, val_data, pipeline.RegionFields(val_data)
+    )
     to_example.make = recorded = _Recorded(to_example.make)
     source = synthetic.SyntheticScenes(scenes, 'val', data.num_val)
     evaluated = grain.MapDataset.source(source).random_map(to_example, seed=config.seed + 1)[index]

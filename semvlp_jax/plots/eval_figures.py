@@ -37,9 +37,11 @@ class EvalFigures:
         self.context = context
         self.metrics = tasks.get(config.task.name).table_metrics
         self.layer = config.model.num_layers - 1
+        # The attention figure draws region boxes: synthetic scenes read as regions only.
+        draws_regions = config.model.visual_input == 'regions'
         self.example = (
             attention.validation_example(config, tokenizer, EXAMPLE)
-            if config.data.name == 'synthetic'
+            if config.data.name == 'synthetic' and draws_regions
             else None
         )
 

@@ -190,7 +190,7 @@ class RecordTask(Task):
             config.data, workdir, config.init_from, config.get('init_bert', '')
         )
         self.encode = TextEncoder(self.tokenizer, config.data.max_text_len)
-        self.images = images_of(config.data, self.val_scenes())
+        self.images = images_of(config, self.val_scenes())
 
     @classmethod
     def build(cls, config, workdir, process_index: int, process_count: int) -> TaskData:

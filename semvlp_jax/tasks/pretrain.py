@@ -60,6 +60,7 @@ class Pretrain(Task):
             process_index=process_index,
             process_count=process_count,
             init_bert=config.get('init_bert', ''),
+            pixel_input=pipeline.PixelInput.of(config.model),
         )
         if config.data.name == 'synthetic':
             data = pipeline.synthetic_pretraining(config.data, workdir, **shares)

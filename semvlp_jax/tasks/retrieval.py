@@ -88,7 +88,8 @@ def shortlist(similarity: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def score_matrices(context, params, mode: str, data: RetrievalSet, k: int | None):
     """(i2t [images, texts], t2i [texts, images]) scores: ITM on the shortlisted pairs (or all
     pairs), -inf elsewhere."""
-    num_images, num_texts = len(data.images['region_mask']), len(data.text_image)
+    num_images = len(next(iter(data.images.values())))  # region fields or pixels
+    num_texts = len(data.text_image)
     if not k:
         pairs = np.stack(np.meshgrid(np.arange(num_images), np.arange(num_texts), indexing='ij'))
         pairs = pairs.reshape(2, -1).T
