@@ -10,6 +10,16 @@ Build the datasets once (see README "Real data"), e.g.
 then point a config at DATA with `data(DATA, TOKENIZER)`. Sizes default to the 36-box,
 2048-dimensional bottom-up-attention features with Visual Genome's 1600 object and 400
 attribute classes (the LXMERT files).
+
+A model that reads pixels (`config.model.visual_input='patches'`) takes its images from an
+image-file dataset instead (`images='image_files'`):
+
+    python -m semvlp_jax.data.build --dataset image_files --manual_dir RAW/images \
+        --data_dir DATA
+    python -m semvlp_jax.data.build --dataset karpathy --manual_dir RAW/karpathy \
+        --data_dir DATA --features image_files
+
+(or caption datasets built with `--images`, which keep each caption's image in its record).
 """
 
 
@@ -33,6 +43,20 @@ def data(data_dir: str, tokenizer: str, kind: str = 'sentencepiece', **overrides
         mop_prob=0.15,
         max_mop_predictions=6,
         reader_threads=16,
+        # Worker processes making batches, each with reader_threads threads; 0: threads in the
+        # trainer's process. Pixels at 224 px want several (data/input_workers.py).
+        input_workers=0,
+        # Pixels: the image-file dataset ('image_files'); empty: regions, or caption records'
+        # own image bytes. Training views as ALBEF / SIMLA make them (data/pixels.py).
+        images='',
+        augment=dict(
+            enabled=True,
+            crop_scale=(0.2, 1.0),
+            flip=True,
+            randaugment_ops=2,
+            randaugment_magnitude=7,
+        ),
+        patch_mask=dict(count=0, min_block=16, min_aspect=0.3),  # BEiT block masking; 0: off
     )
     block.update(overrides)
     return block

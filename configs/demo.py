@@ -53,6 +53,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # embeddings, the encoder's self-attention and FFN, the pooler and the MLM head; the model's
     # sizes and numerics must be the checkpoint's, and its vocab.txt becomes the tokenizer.
     c.init_bert = ''
+    # A ViT checkpoint for the vision tower (config.model.visual_input='patches' with a
+    # vision_tower of the checkpoint's sizes): an HF ViT directory, a timm .safetensors file or a
+    # big_vision .npz; positions are resampled to the model's patch grid. Goes with init_bert.
+    c.init_vit = ''
     # A step whose loss or gradient is not finite applies no update and is counted
     # (train/skipped_steps); with policy='stop' the run stops after `max_in_a_row` such steps.
     c.nonfinite = dict(policy='skip', max_in_a_row=10)
@@ -127,5 +131,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         max_objects=5,
         feature_noise=0.3,
         reader_threads=2,
+        input_workers=0,  # worker processes making batches (0: reader_threads threads here)
     )
     return ml_collections.ConfigDict(c)

@@ -18,7 +18,11 @@ Config argument: `data_dir=DATA` (required), `tokenizer=PATH` (default DATA/spm.
 from an HF BERT checkpoint (e.g. a `bert-base-uncased` download: config.json, model.safetensors,
 vocab.txt), as SemVLP does; the model takes the checkpoint's sizes and the tokenizer defaults to
 DIR/vocab.txt. Check a checkpoint first with
-`python -m semvlp_jax.weights.convert --from hf_bert --checkpoint DIR`. Drop a source with e.g.
+`python -m semvlp_jax.weights.convert --from hf_bert --checkpoint DIR`. `images=image_files`:
+read pixels instead of regions (224 x 224, 16 x 16 patches read by the shared encoder, SemVLP
+style, no masked object prediction) from an image-file dataset built in DATA with
+`python -m semvlp_jax.data.build --dataset image_files --manual_dir RAW/images --data_dir DATA`
+(build the text datasets with `--features image_files` then). Drop a source with e.g.
 `--config.data.sources.gqa.weight=...` or by editing `sources` below; any dataset of image-text
 pairs (coco_captions, caption_records, karpathy, vqa_v2, gqa) can be one.
 """
@@ -32,7 +36,7 @@ from semvlp_jax.weights import hf_bert
 def parse_arg(arg: str | None) -> dict[str, str]:
     values = args.parse(
         arg,
-        {'data_dir': '', 'tokenizer': '', 'kind': '', 'bert': ''},
+        {'data_dir': '', 'tokenizer': '', 'kind': '', 'bert': '', 'images': ''},
         required=('data_dir',),
     )
     if values['bert'] and not values['tokenizer']:  # BERT's word embeddings index its vocab.txt
@@ -72,6 +76,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dropout_rate=0.1,
         dtype='bfloat16',
     )
+    if values['images']:
+        c.data.images = values['images']
+        c.model.update(visual_input='patches', image_size=224, patch_size=16)
+        c.objectives = {
+            mode: {name: w for name, w in weights.items() if name != 'mop'}
+            for mode, weights in c.objectives.to_dict().items()
+        }
     if values['bert']:
         c.init_bert = values['bert']
         c.model.update(hf_bert.BertConfig.read(values['bert']).model_config())

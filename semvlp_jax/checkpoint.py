@@ -38,7 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from semvlp_jax.errors import is_disk_full
+from semvlp_jax.errors import ConfigError, is_disk_full
 from semvlp_jax.train_step import TrainState
 from semvlp_jax.workdir import STATE_ITEM, RunDir
 
@@ -376,6 +376,8 @@ class Checkpoints:
                     raise ValueError(
                         'restored values differ from the fingerprint written with them'
                     )
+            except ConfigError:  # the run's config, not damage (another config.data.input_workers)
+                raise
             except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
                 self._set_aside(step, e)
                 continue

@@ -15,7 +15,6 @@ from semvlp_jax import objectives as objectives_lib
 from semvlp_jax import schedule as schedule_lib
 from semvlp_jax import tasks as tasks_lib
 from semvlp_jax.data import datasets, synthetic
-from semvlp_jax.data.pipeline import PIXELS_FROM_BUILT_DATA
 from semvlp_jax.data.pixels import Augment
 from semvlp_jax.data.tokenizers import TOKENIZER_KINDS
 from semvlp_jax.errors import ConfigError
@@ -26,7 +25,7 @@ from semvlp_jax.models.vision import TOWER_KEYS, TowerConfig
 from semvlp_jax.optimizer import modes_of
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
-from semvlp_jax.weights import hf_bert
+from semvlp_jax.weights import hf_bert, vit
 
 __all__ = ['ConfigError', 'check_storage', 'validate']
 
@@ -245,7 +244,7 @@ def validate(
         isinstance(config.get('diagnostics', False), bool),
         f'config.diagnostics={config.get("diagnostics")!r} must be True or False',
     )
-    _check_init_bert(config)
+    _check_imported_weights(config)
     _check_one_of(config, 'optimizer.decay', ('linear', 'cosine'))
     _check(
         config.optimizer.learning_rate > 0,
@@ -253,9 +252,15 @@ def validate(
     )
     _check_one_of(config, 'data.name', DATA_NAMES)
     if config.data.name == 'tfds':
-        _check_built_data(config.data)
+        _check_built_data(config.data, pixels=config.model.visual_input == 'patches')
     else:
         _check_synthetic_data(config.data)
+    workers = config.data.get('input_workers', 0)
+    _check(
+        isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0,
+        f'config.data.input_workers={workers!r} must be an integer >= 0 (0: no worker '
+        'processes, the batches are made in this one by config.data.reader_threads threads)',
+    )
     return schedule
 
 
@@ -264,6 +269,7 @@ DATA_NAMES = ('synthetic', 'tfds')
 # similarities.
 ITM_NEGATIVES = ('random', 'hard')
 REGION_DATASETS = ('region_tsv', 'region_npz')
+IMAGE_DATASETS = ('image_files',)
 
 
 # Objectives that read detector regions; a model over pixels has none (masked *patch* modelling
@@ -275,7 +281,6 @@ def _check_pixel_model(config: ml_collections.ConfigDict) -> None:
     """`config.model.visual_input='patches'`: the patch grid, the vision tower and the
     objectives fit pixels."""
     model = config.model
-    _check(config.data.name == 'synthetic', PIXELS_FROM_BUILT_DATA)
     for key in ('image_size', 'patch_size'):
         _check(
             isinstance(model.get(key), int) and model.get(key) > 0,
@@ -338,31 +343,62 @@ def _check_pixel_model(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def _check_init_bert(config: ml_collections.ConfigDict) -> None:
-    """`config.init_bert`: an HF BERT directory whose sizes and numerics are the model's."""
-    directory = config.get('init_bert', '')
-    if not directory:
-        return
-    _check(
-        not config.init_from,
-        f'config.init_bert={directory!r} and config.init_from={config.init_from!r} are both set; '
-        'a run starts from one of them (a fine-tune of a BERT-initialised run needs only '
-        'init_from)',
-    )
-    problems = hf_bert.BertConfig.read(directory).mismatches(config.model, 'init_bert')
+def _check_imported_weights(config: ml_collections.ConfigDict) -> None:
+    """`config.init_bert` (an HF BERT directory) and `config.init_vit` (a ViT checkpoint: HF
+    directory, timm .safetensors, big_vision .npz): their sizes and numerics are the model's and
+    their tensors map onto it, read from config.json and array headers only. Either, or both
+    (text from BERT, the tower from ViT), start a run; `init_from` excludes them."""
+    checks = {
+        'init_bert': lambda path: _check_problems(
+            hf_bert.BertConfig.read(path).mismatches(config.model, 'init_bert')
+        ),
+        'init_vit': lambda path: vit.check_vit(path, config.model, key='init_vit'),
+    }
+    for key, check in checks.items():
+        path = config.get(key, '')
+        if not path:
+            continue
+        _check(
+            not config.init_from,
+            f'config.{key}={path!r} and config.init_from={config.init_from!r} are both set; '
+            f'a run starts from one of them (a fine-tune of a run initialised from {key} needs '
+            'only init_from)',
+        )
+        check(path)
+
+
+def _check_problems(problems: list[str]) -> None:
     _check(not problems, '; '.join(problems))
 
 
-def _check_built_data(data: ml_collections.ConfigDict) -> None:
-    """Keys of `config.data` for datasets built by `python -m semvlp_jax.data.build`."""
+def _check_built_data(data: ml_collections.ConfigDict, *, pixels: bool) -> None:
+    """Keys of `config.data` for datasets built by `python -m semvlp_jax.data.build`; a model
+    that reads `pixels` takes its images from `data.images` (or caption records' own bytes)
+    instead of the region dataset."""
     for key in ('data_dir', 'regions', 'tokenizer', 'num_regions', 'num_object_labels'):
         _check(key in data, f'config.data.{key} is missing (needed when config.data.name=tfds)')
     _check(bool(data.data_dir), 'config.data.data_dir is empty: the --data_dir of the builds')
     check_storage(data.data_dir, 'config.data.data_dir')
+    images = data.get('images', '')
     _check(
-        data.regions in REGION_DATASETS,
-        f'config.data.regions={data.regions!r}; expected one of {list(REGION_DATASETS)}',
+        isinstance(images, str),
+        f'config.data.images={images!r}: the name of a built image-file dataset, or empty',
     )
+    if images:
+        _check(
+            images in IMAGE_DATASETS,
+            f'config.data.images={images!r}; expected one of {list(IMAGE_DATASETS)} (or empty)',
+        )
+        _check(
+            pixels,
+            f'config.data.images={images!r} is set but config.model.visual_input='
+            "'regions' reads region features (set visual_input='patches' to read pixels)",
+        )
+    if not pixels:
+        _check(
+            data.regions in REGION_DATASETS,
+            f'config.data.regions={data.regions!r}; expected one of {list(REGION_DATASETS)}',
+        )
     for key in ('num_regions', 'feature_dim', 'num_object_labels', 'num_attribute_labels'):
         _check(data[key] >= 1, f'config.data.{key}={data[key]} must be >= 1')
     _check(

@@ -27,7 +27,7 @@ from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
 from semvlp_jax.progress import MetricAverager, Progress, RunLog, headline
 from semvlp_jax.train_step import TrainState, train_step
-from semvlp_jax.weights import hf_bert
+from semvlp_jax.weights import hf_bert, vit
 from semvlp_jax.workdir_lock import WorkdirLock
 
 
@@ -182,6 +182,10 @@ def _train_and_evaluate(config, workdir: epath.Path, schedule) -> dict[str, floa
                 params, report = hf_bert.load_bert(config.init_bert, state.params, config.model)
                 state = state.replace(params=params)
                 logging.info('initialised from BERT %s: %s', config.init_bert, report.summary())
+            if config.get('init_vit'):  # with or without init_bert; config_checks refuses init_from
+                params, report = vit.load_vit(config.init_vit, state.params, config.model)
+                state = state.replace(params=params)
+                logging.info('initialised from ViT %s: %s', config.init_vit, report.summary())
         first_step = int(state.step)
         num_params = sum(x.size for x in jax.tree.leaves(state.params))
         logging.info('model: %.2fM parameters', num_params / 1e6)

@@ -2,9 +2,11 @@
 --manual_dir RAW --data_dir OUT [--skip_bad] [--features REGION_NAME] [--feature_dim D]
 [--images] [--overwrite]`.
 
-Datasets: region_tsv, region_npz (region features), coco_captions, caption_records, karpathy
-(captions), vqa_v2, gqa, nlvr2. `--features` names a region dataset already built in the same
-`--data_dir`: every record of a text dataset must then have an image with features there.
+Datasets: region_tsv, region_npz (region features), image_files (encoded images, for models
+that read pixels), coco_captions, caption_records, karpathy (captions), vqa_v2, gqa, nlvr2.
+`--features` names a region or image-file dataset already built in the same `--data_dir`: every
+record of a text dataset must then have its image there. `--images` stores each caption's image
+file in its record (caption datasets only).
 Prints per split the records written and skipped (by reason, with the first of each). Exit
 status 0 on success, 2 on bad input or bad arguments (the message says which file and record).
 """
@@ -25,6 +27,10 @@ _OPTION_KINDS = {
     'images': ('captions',),
     'features': ('captions', 'text'),
 }
+
+
+# Builder kinds whose image index text datasets can be checked against (--features).
+VISUAL_KINDS = ('regions', 'images')
 
 
 class UsageError(Exception):
@@ -53,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--features',
         metavar='REGION_NAME',
-        help='region dataset built in --data_dir whose images every record must have',
+        help='region or image-file dataset built in --data_dir that must hold every image',
     )
     parser.add_argument(
         '--feature_dim', type=int, help='region feature size (default: the first record)'
@@ -92,10 +98,13 @@ def _build(args: argparse.Namespace) -> int:
     if cls.KIND == 'captions':
         kwargs['images'] = args.images
     if args.features:
-        if _builder_class(args.features, '--features').KIND != 'regions':
-            raise UsageError(f'--features {args.features} is not a region-feature dataset')
-        region = builders.open_dataset(args.features, args.data_dir)
-        kwargs['image_index'] = ImageIndex.read(region.data_dir)
+        if _builder_class(args.features, '--features').KIND not in VISUAL_KINDS:
+            raise UsageError(
+                f'--features {args.features} is not a region-feature or image-file dataset'
+            )
+        visual = builders.open_dataset(args.features, args.data_dir)
+        holds = 'image file' if visual.KIND == 'images' else 'region features'
+        kwargs['image_index'] = ImageIndex.read(visual.data_dir, holds)
 
     builder = cls(**kwargs)
     if builders.is_built(builder):

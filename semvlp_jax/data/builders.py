@@ -7,10 +7,11 @@ back without TensorFlow: `datasets.records(data_dir, name, split)` gives the rec
 Build them with `python -m semvlp_jax.data.build` or
 `BUILDERS[name](data_dir=...).build(manual_dir)`.
 
-- Region datasets (`region_tsv`, `region_npz`) have one split, `images`, in input-file order, and
-  an `image_ids.txt` (`ImageIndex`) beside the records: record i is the i-th id.
+- Visual datasets, region features (`region_tsv`, `region_npz`) or encoded image files
+  (`image_files`, for models that read pixels), have one split, `images`, in input-file order,
+  and an `image_ids.txt` (`ImageIndex`) beside the records: record i is the i-th id.
 - Text datasets (captions, `vqa_v2`, `gqa`, `nlvr2`) carry image ids; given an `ImageIndex` of a
-  region dataset, a record whose image has no features is bad input.
+  visual dataset, a record whose image is not in it is bad input.
 
 A bad record stops the build with a `formats.BadInput` naming file, record and reason; with
 `skip_bad=True` it is skipped and counted in the `BuildReport` (`build_report.py`, saved as
@@ -36,7 +37,7 @@ from semvlp_jax.data.build_report import BuildReport, load_report
 from semvlp_jax.data.image_index import ImageIndex
 
 DATASET_VERSION = '1.1.0'
-REGION_SPLIT = 'images'
+VISUAL_SPLIT = 'images'  # the one split of a visual (region or image-file) dataset
 
 # How a split's records are read: on_bad -> (key, record) pairs.
 Reader = Callable[..., Iterator[tuple[str, records.Record]]]
@@ -85,7 +86,8 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         '1.1.0': 'Schemas derived from the record types: ids as text, VQA answer confidences.',
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put the raw files in the manual directory (see the builder).'
-    # 'regions', 'captions' or 'text': which builder options apply (the CLI checks them).
+    # 'regions', 'images', 'captions' or 'text': which builder options apply (the CLI checks
+    # them).
     KIND: ClassVar[str] = ''
     # Region records are looked up by position, so they keep file order; tfds shuffles others.
     ORDERED: ClassVar[bool] = False
@@ -188,7 +190,7 @@ class _RegionBuilder(_Builder, skip_registration=True):
                     self._image_ids.append(record.image_id)
                     yield key, record
 
-        return {REGION_SPLIT: read}
+        return {VISUAL_SPLIT: read}
 
     def _finish(self, directory):
         self.report.feature_dim = self._checks.feature_dim
@@ -213,17 +215,45 @@ class RegionNpz(_RegionBuilder, skip_registration=True):
     read_file = staticmethod(formats.read_region_npz)
 
 
+class ImageFiles(_Builder, skip_registration=True):
+    """Encoded image files (every *.jpg, *.jpeg, *.png, *.webp, *.bmp under the manual
+    directory, recursive, sorted; image id = file stem), each decoded once at build time."""
+
+    name = 'image_files'
+    KIND = 'images'
+    ORDERED = True
+    MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put the image files (any folders) under the manual directory.'
+
+    def __init__(self, **kwargs):
+        self._image_ids: list[str] = []
+        super().__init__(**kwargs)
+
+    def _readers(self, manual_dir):
+        files = formats.image_files(manual_dir)
+        self._image_ids = []
+
+        def read(on_bad):
+            for key, record in formats.read_image_files(manual_dir, files, on_bad=on_bad):
+                self._image_ids.append(record.image_id)  # written in this order (ORDERED)
+                yield key, record
+
+        return {VISUAL_SPLIT: read}
+
+    def _finish(self, directory):
+        write_image_index(self, self._image_ids, directory)
+
+
 def write_image_index(
     builder: tfds.core.DatasetBuilder,
     image_ids: list[str] | None = None,
     directory: str | Path | None = None,
 ) -> Path:
-    """Writes `image_ids.txt` of a region dataset into `directory` (default its data_dir).
+    """Writes `image_ids.txt` of a visual dataset into `directory` (default its data_dir).
 
     Builds write it themselves; without `image_ids` they are read back from the records, which
     decodes every record (use it to repair a dataset built some other way)."""
     if image_ids is None:
-        source = builder.as_data_source(REGION_SPLIT)
+        source = builder.as_data_source(VISUAL_SPLIT)
         image_ids = [source[i]['image_id'].decode('utf-8') for i in range(len(source))]
     return ImageIndex(image_ids).write(directory or builder.data_dir)
 
@@ -349,7 +379,17 @@ class Nlvr2(_TextBuilder, skip_registration=True):
 
 BUILDERS: dict[str, type[_Builder]] = {
     cls.name: cls
-    for cls in (RegionTsv, RegionNpz, CocoCaptions, CaptionRecords, Karpathy, VqaV2, Gqa, Nlvr2)
+    for cls in (
+        RegionTsv,
+        RegionNpz,
+        ImageFiles,
+        CocoCaptions,
+        CaptionRecords,
+        Karpathy,
+        VqaV2,
+        Gqa,
+        Nlvr2,
+    )
 }
 
 

@@ -23,18 +23,22 @@ INDEX_FILE = 'image_ids.txt'  # one id per line, in the order of the dataset's r
 # digits of a name such as NLVR2's train-1-0-img1.
 _TRAILING_DIGITS = re.compile(r'(?:^|_)(\d+)$')
 _AMBIGUOUS = -1
+# How many unknown ids an error lists before it only counts the rest.
+_LISTED = 5
 
 
 class ImageIndex:
-    """Record position of each image id of a region-feature dataset."""
+    """Record position of each image id of a visual dataset (region features or image files;
+    `holds` says which, for messages)."""
 
-    def __init__(self, image_ids: Sequence[str]):
+    def __init__(self, image_ids: Sequence[str], holds: str = 'region features'):
         self.image_ids = list(image_ids)
+        self.holds = holds
         self._exact: dict[str, int] = {}
         self._by_number: dict[int, int] = {}
         for position, image_id in enumerate(self.image_ids):
             if image_id in self._exact:
-                raise ValueError(f'image id {image_id!r} appears twice among the region features')
+                raise ValueError(f'image id {image_id!r} appears twice among the {holds}')
             self._exact[image_id] = position
             match = _TRAILING_DIGITS.search(image_id)
             if match:
@@ -60,7 +64,17 @@ class ImageIndex:
         if image_id.isdigit() and self._by_number.get(int(image_id)) == _AMBIGUOUS:
             keys = [k for k in self.image_ids if _number(k) == int(image_id)][:3]
             return f'image id {image_id!r} matches several feature keys ({", ".join(keys)})'
-        return f'image id {image_id!r} has no region features'
+        return f'image id {image_id!r} has no {self.holds}'
+
+    def check_ids(self, image_ids, where: str, missing_from: str) -> None:
+        """Raises ValueError when any of `image_ids` (from `where`, e.g. 'vqa_v2:train') is not
+        indexed: a question about an image nobody stored is an error, not a blank image.
+        `missing_from` ends the message's subject: 'have no features in region_tsv'."""
+        missing = sorted({str(i) for i in image_ids if str(i) not in self})
+        if missing:
+            listed = '; '.join(self.why_missing(i) for i in missing[:_LISTED])
+            more = f' (and {len(missing) - _LISTED} more)' if len(missing) > _LISTED else ''
+            raise ValueError(f'{where}: {len(missing)} image id(s) {missing_from}: {listed}{more}')
 
     def write(self, directory: str | os.PathLike) -> epath.Path:
         path = epath.Path(directory) / INDEX_FILE
@@ -68,14 +82,14 @@ class ImageIndex:
         return path
 
     @classmethod
-    def read(cls, directory: str | os.PathLike) -> ImageIndex:
+    def read(cls, directory: str | os.PathLike, holds: str = 'region features') -> ImageIndex:
         path = epath.Path(directory) / INDEX_FILE
         if not path.is_file():
             raise FileNotFoundError(
-                f'{path} not found: region-feature datasets are built with '
+                f'{path} not found: region-feature and image-file datasets are built with '
                 '`python -m semvlp_jax.data.build`, which writes it'
             )
-        return cls(path.read_text(encoding='utf-8').splitlines())
+        return cls(path.read_text(encoding='utf-8').splitlines(), holds)
 
 
 def _number(image_id: str) -> int | None:

@@ -1,9 +1,15 @@
 """An image's model-input fields by image id for downstream examples: from the synthetic scenes,
-or from a built region dataset (`regions.RegionStore`). `images(image_id)` gives
-`{region_features, region_boxes, region_mask}` for one image, or, when the model reads pixels,
-`{pixels}` (float32 [image_size, image_size, 3], see `pixels.py`; `images(image_id, rng)` is a
-training view, augmented as `config.data.augment` says). `check_ids` refuses, before training, a
-split that names an image the store does not have.
+from a built region dataset (`regions.RegionStore`) or from a built image-file dataset
+(`PixelStore`). `images(image_id)` gives `{region_features, region_boxes, region_mask}` for one
+image, or, when the model reads pixels, `{pixels}` (float32 [image_size, image_size, 3], see
+`pixels.py`; `images(image_id, rng)` is a training view, augmented as `config.data.augment`
+says). `check_ids` refuses, before training, a split that names an image the store does not
+have.
+
+Built images are decoded where the example is made, in the input workers; an image that no
+longer decodes stops the run with `pixels.BadImage` naming the image dataset, the record, the
+image id and the file it was built from. (Bad files are found when the dataset is built: they
+stop the build, or are skipped and counted under `--skip_bad`.)
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ from collections.abc import Iterable, Mapping
 import ml_collections
 import numpy as np
 
-from semvlp_jax.data import synthetic
-from semvlp_jax.data.pixels import PixelTransform, pixel_transform
+from semvlp_jax.data import builders, datasets, synthetic
+from semvlp_jax.data.image_index import ImageIndex
+from semvlp_jax.data.pixels import PixelTransform, decode, pixel_transform
+from semvlp_jax.data.records import ImageRecord
 from semvlp_jax.data.regions import RegionStore
+from semvlp_jax.errors import ConfigError
 
 REGION_FIELDS = ('region_features', 'region_boxes', 'region_mask')
 Example = dict[str, np.ndarray]
@@ -73,7 +82,63 @@ class BuiltImages:
         self.store.check_ids(image_ids, where)
 
 
-Images = SyntheticImages | BuiltImages
+class PixelStore:
+    """`store(image_id) -> uint8 [height, width, 3]`: an image of a built `image_files` dataset,
+    decoded (RGB)."""
+
+    def __init__(self, data_dir: str, name: str):
+        builder = builders.open_dataset(name, data_dir)
+        if builder.KIND != 'images':
+            raise ConfigError(
+                f'config.data.images={name!r} is a {builder.KIND} dataset; pixels come from an '
+                "image-file dataset ('image_files', built from a folder of images)"
+            )
+        self.name = name
+        self.source = datasets.Records(builder.as_data_source(builders.VISUAL_SPLIT), ImageRecord)
+        self.index = ImageIndex.read(builder.data_dir, 'image file')
+        if len(self.index) != len(self.source):
+            raise ValueError(
+                f'{builder.data_dir}: image_ids.txt lists {len(self.index)} images but the '
+                f'dataset holds {len(self.source)}; rebuild it with --overwrite'
+            )
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def check_ids(self, image_ids: Iterable, where: str) -> None:
+        self.index.check_ids(image_ids, where, f'have no image in {self.name}')
+
+    def __call__(self, image_id) -> np.ndarray:
+        position = self.index.lookup(str(image_id))
+        if position is None:
+            raise KeyError(f'{self.name}: {self.index.why_missing(str(image_id))}')
+        record = self.source[position]
+        where = (
+            f'{self.name} record {position} (image {record.image_id!r}, built from '
+            f'{record.image_path})'
+        )
+        return decode(record.image, where)
+
+
+class BuiltPixels:
+    """The `pixels` field a downstream example needs, from the image store: the evaluation
+    view, or with `rng` the training view."""
+
+    def __init__(self, store: PixelStore, transforms: tuple[PixelTransform, PixelTransform]):
+        self.store = store
+        self.evaluation, self.training = transforms
+
+    def __call__(self, image_id: str, rng: np.random.Generator | None = None) -> Example:
+        image = self.store(image_id)
+        if rng is None:
+            return {'pixels': self.evaluation(image)}
+        return {'pixels': self.training(image, rng)}
+
+    def check_ids(self, image_ids: Iterable[str], where: str) -> None:
+        self.store.check_ids(image_ids, where)
+
+
+Images = SyntheticImages | BuiltImages | BuiltPixels
 
 
 def region_store(data: ml_collections.ConfigDict) -> RegionStore:
@@ -100,12 +165,30 @@ def pixel_transforms(
     )
 
 
+PIXELS_NEED_AN_IMAGE_DATASET = (
+    "config.model.visual_input='patches' reads pixels: on built data they come from an "
+    'image-file dataset; build one (python -m semvlp_jax.data.build --dataset image_files '
+    "--manual_dir IMAGES --data_dir DIR) and set config.data.images='image_files'"
+)
+
+
+def pixel_store(data: ml_collections.ConfigDict) -> PixelStore:
+    """The built image-file dataset `config.data.images`."""
+    if not data.get('images'):
+        raise ConfigError(PIXELS_NEED_AN_IMAGE_DATASET)
+    return PixelStore(data.data_dir, data.images)
+
+
 def images_of(config: ml_collections.ConfigDict, val_size: int | None = None) -> Images:
     """The images of `config.data` in the form `config.model` reads: synthetic scenes (the train
-    split, and `val_size` val scenes, default `data.num_val`), or the built region dataset."""
+    split, and `val_size` val scenes, default `data.num_val`), the built region dataset, or the
+    built image-file dataset when the model reads pixels."""
     data = config.data
+    transforms = pixel_transforms(config)
     if data.name == 'synthetic':
         sizes = {'train': data.num_train, 'val': val_size or data.num_val}
         scenes = synthetic.SyntheticConfig.from_data(data)
-        return SyntheticImages(scenes, sizes, pixel_transforms(config))
+        return SyntheticImages(scenes, sizes, transforms)
+    if transforms is not None:
+        return BuiltPixels(pixel_store(data), transforms)
     return BuiltImages(region_store(data))

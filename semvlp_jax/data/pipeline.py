@@ -23,9 +23,15 @@ import numpy as np
 from semvlp_jax.data import datasets, masking, pixels, synthetic
 from semvlp_jax.data.answers import answer_scores
 from semvlp_jax.data.dims import DataDims, data_dims
-from semvlp_jax.data.images import region_store
+from semvlp_jax.data.images import (
+    PIXELS_NEED_AN_IMAGE_DATASET,
+    PixelStore,
+    pixel_store,
+    region_store,
+)
 from semvlp_jax.data.pixels import PixelTransform
 from semvlp_jax.data.records import CaptionRecord, GqaRecord, VqaRecord
+from semvlp_jax.data.regions import RegionStore
 from semvlp_jax.data.tokenizers import Tokenizer
 from semvlp_jax.data.vocabularies import fixed_answers, run_tokenizer
 from semvlp_jax.errors import ConfigError
@@ -229,28 +235,51 @@ class SceneExample:
 
 
 class RecordExample:
-    """grain random-map transform: a caption or question record of a built dataset + rng -> one
-    pre-training example, with the image's regions joined from the region store."""
+    """grain random-map transform: (a caption or question record of a built dataset, its
+    image) + rng -> one pre-training example."""
 
     def __init__(
         self,
         tokenizer: Tokenizer,
         answers: Sequence[str],
         config: ml_collections.ConfigDict,
-        images: Callable[[str], dict[str, np.ndarray]],
         visual: RegionFields | PatchFields,
     ):
         self.make = PretrainingExample(tokenizer, config, visual)
         self.answer_index = {a: i for i, a in enumerate(answers)}
-        self.images = images
 
     def __call__(
-        self, record: CaptionRecord | VqaRecord | GqaRecord, rng: np.random.Generator
+        self,
+        element: tuple[CaptionRecord | VqaRecord | GqaRecord, dict[str, np.ndarray]],
+        rng: np.random.Generator,
     ) -> dict[str, np.ndarray]:
+        record, image = element
         text, answers = pretraining_text(record)
         scores = answer_scores(answers, self.answer_index)
-        image = self.images(record.image_id)
         return self.make(text, scores, bool(answers), image, image_key(record.image_id), rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageJoin:
+    """grain map over one source's records: record -> (record, its image), read where the
+    example is made (in the input workers). The image is the region store's arrays, or decoded
+    pixels from the image store (`config.data.images`) or, without one, from the record's own
+    image bytes (a caption dataset built with `--images`)."""
+
+    source: str  # 'karpathy:train', for messages
+    regions: RegionStore | None = None
+    pixels: PixelStore | None = None
+
+    def __call__(self, record) -> tuple[CaptionRecord | VqaRecord | GqaRecord, dict]:
+        if self.regions is not None:
+            return record, self.regions(record.image_id)
+        if self.pixels is not None:
+            return record, {'pixels': self.pixels(record.image_id)}
+        where = (
+            f'{self.source} record of image {record.image_id!r} (caption '
+            f'{record.caption_index}, file {record.image_path})'
+        )
+        return record, {'pixels': pixels.decode(record.image, where)}
 
 
 def pretraining_text(record: CaptionRecord | VqaRecord | GqaRecord) -> tuple[str, tuple[str, ...]]:
@@ -316,10 +345,14 @@ def local_batches(
     return local_rows.batch(batch_size // process_count, drop_remainder=True)
 
 
-def iterate(batches: grain.MapDataset, reader_threads: int) -> Iterator[dict[str, np.ndarray]]:
-    """A checkpointable grain iterator over `batches`, read ahead by `reader_threads` threads."""
-    read = grain.ReadOptions(num_threads=reader_threads, prefetch_buffer_size=4)
-    return iter(batches.to_iter_dataset(read))
+def iterate(
+    batches: grain.MapDataset, reader_threads: int, input_workers: int = 0
+) -> Iterator[dict[str, np.ndarray]]:
+    """A checkpointable grain iterator over `batches`, made in `input_workers` processes (0: in
+    this one), read ahead by `reader_threads` threads in each (see `input_workers.py`)."""
+    from semvlp_jax.data.input_workers import batch_iterator
+
+    return batch_iterator(batches, reader_threads=reader_threads, workers=input_workers)
 
 
 def shuffled_batches(
@@ -329,6 +362,7 @@ def shuffled_batches(
     batch_size: int,
     seed: int,
     reader_threads: int,
+    input_workers: int = 0,
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -341,7 +375,9 @@ def shuffled_batches(
         .random_map(to_example, seed=seed)
     )
     return iterate(
-        local_batches(examples, batch_size, process_index, process_count), reader_threads
+        local_batches(examples, batch_size, process_index, process_count),
+        reader_threads,
+        input_workers,
     )
 
 
@@ -381,6 +417,7 @@ def synthetic_pretraining(
         batch_size=batch_size,
         seed=seed,
         reader_threads=data.reader_threads,
+        input_workers=data.get('input_workers', 0),
         **shares,
     )
     val = grain.MapDataset.source(
@@ -388,12 +425,6 @@ def synthetic_pretraining(
     ).random_map(to_val_example, seed=seed + 1)
     val = list(local_batches(val, batch_size, **shares))
     return PretrainingData(train, val, data_dims(data, tokenizer.vocab_size), tokenizer)
-
-
-PIXELS_FROM_BUILT_DATA = (
-    "config.model.visual_input='patches' reads pixels, which only the synthetic scenes "
-    "(config.data.name='synthetic') provide so far; built datasets give region features"
-)
 
 
 def built_pretraining(
@@ -409,18 +440,20 @@ def built_pretraining(
     pixel_input: PixelInput | None = None,
 ) -> PretrainingData:
     """Pre-training input from built datasets: a weighted mixture of caption and question
-    sources (`data.sources`), each paired with its image's regions from `data.regions`.
+    sources (`data.sources`), each paired with its image: regions from `data.regions`, or,
+    with `pixel_input`, pixels from the image-file dataset `data.images` (or, when that is
+    empty, from the caption records' own image bytes: caption datasets built with `--images`).
 
     Each source is shuffled with its own seed and repeated, then the sources are interleaved
     in proportion to their weights (grain's mix), so the mixture holds in every stretch of
-    training. Every text record's image must have features, checked before training starts.
+    training. Every text record's image must be in the store, checked before training starts.
     The answer vocabulary (question sources' answers seen `data.answer_min_count` times) is
     written to WORKDIR/answers.json at the first start and read back on resume. Validation is
     the first `eval_examples` of the same mixture over each source's `val_split`.
     """
     tokenizer = run_tokenizer(data, workdir, init_bert=init_bert)
-    images = region_store(data)
     names = sorted(data.sources)
+    store = _image_store(data, names, pixel_input)
     scans = {}
     for name in names:
         for key in ('split', 'val_split'):
@@ -428,7 +461,10 @@ def built_pretraining(
             if split:
                 where = f'config.data.sources.{name}.{key}={split!r}'
                 scans[name, key] = datasets.scan(data.data_dir, name, split)
-                images.check_ids(scans[name, key].image_ids, where)
+                if store is not None:
+                    store.check_ids(scans[name, key].image_ids, where)
+                else:
+                    _check_stored_images(data.data_dir, name, split, where)
     answers = fixed_answers(
         RunDir(workdir).pretraining_answers,
         sum((scans[n, 'split'].answers for n in names), collections.Counter()),
@@ -436,29 +472,37 @@ def built_pretraining(
         'data.answer_min_count',
         is_writer=process_index == 0,
     )
-    if pixel_input is not None:  # config_checks refuses this before a run starts
-        raise ConfigError(PIXELS_FROM_BUILT_DATA)
     val_data = eval_masking(data)
     to_example = RecordExample(
-        tokenizer, answers, data, images, image_fields(data, pixel_input, train=True)
+        tokenizer, answers, data, image_fields(data, pixel_input, train=True)
     )
     to_val_example = RecordExample(
-        tokenizer, answers, val_data, images, image_fields(val_data, pixel_input, train=False)
+        tokenizer, answers, val_data, image_fields(val_data, pixel_input, train=False)
     )
 
     def mixture(key: str, shuffled: bool) -> grain.MapDataset:
         used = [name for name in names if data.sources[name].get(key)]
         sources = []
         for i, name in enumerate(used):
-            source = grain.MapDataset.source(
-                datasets.records(data.data_dir, name, data.sources[name][key])
+            split = data.sources[name][key]
+            source = grain.MapDataset.source(datasets.records(data.data_dir, name, split))
+            if shuffled:
+                source = source.shuffle(seed=seed + i).repeat()
+            join = ImageJoin(
+                f'{name}:{split}',
+                regions=store if isinstance(store, RegionStore) else None,
+                pixels=store if isinstance(store, PixelStore) else None,
             )
-            sources.append(source.shuffle(seed=seed + i).repeat() if shuffled else source)
+            sources.append(source.map(join))
         return grain.MapDataset.mix(sources, [data.sources[name].weight for name in used])
 
     shares = dict(process_index=process_index, process_count=process_count)
     train = mixture('split', shuffled=True).random_map(to_example, seed=seed)
-    train = iterate(local_batches(train, batch_size, **shares), data.reader_threads)
+    train = iterate(
+        local_batches(train, batch_size, **shares),
+        data.reader_threads,
+        data.get('input_workers', 0),
+    )
     val = mixture('val_split', shuffled=False)
     if len(val) < eval_examples:
         raise ConfigError(
@@ -469,3 +513,32 @@ def built_pretraining(
     val = list(local_batches(val, batch_size, **shares))
     dims = data_dims(data, tokenizer.vocab_size, num_answers=len(answers))
     return PretrainingData(train, val, dims, tokenizer)
+
+
+def _image_store(
+    data: ml_collections.ConfigDict, names: Sequence[str], pixel_input: PixelInput | None
+) -> RegionStore | PixelStore | None:
+    """Where pre-training images come from: the region store; with pixels the image store, or
+    None when every source is a caption dataset that stores its own images."""
+    if pixel_input is None:
+        return region_store(data)
+    if data.get('images'):
+        return pixel_store(data)
+    questions = [name for name in names if name not in datasets.CAPTION_DATASETS]
+    if questions:
+        raise ConfigError(
+            f'{PIXELS_NEED_AN_IMAGE_DATASET} (the question sources {questions} store no images)'
+        )
+    return None
+
+
+def _check_stored_images(data_dir: str, name: str, split: str, where: str) -> None:
+    """Without an image store, caption records carry their image (built with `--images`);
+    the first record shows whether the split was built that way."""
+    records = datasets.records(data_dir, name, split)
+    if len(records) and not records[0].image:
+        raise ConfigError(
+            f'{where}: the {name} records hold no image bytes (built without --images); rebuild '
+            f'with --images, or build an image-file dataset and set config.data.images '
+            "(pixels: config.model.visual_input='patches')"
+        )

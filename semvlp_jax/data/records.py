@@ -57,6 +57,18 @@ class RegionRecord(_OfOneImage):
 
 
 @dataclasses.dataclass(frozen=True)
+class ImageRecord(_OfOneImage):
+    """One image file, encoded as it was (JPEG, PNG, ...), for models that read pixels.
+    `image_path` is relative to the directory it was built from; the size is the decoded one."""
+
+    image_id: str
+    image_path: str
+    image_height: int
+    image_width: int
+    image: bytes
+
+
+@dataclasses.dataclass(frozen=True)
 class CaptionRecord(_OfOneImage):
     """One caption of one image. `caption_index` is its position among its image's captions in
     the file; `image` the encoded image file when built with --images, else empty."""
@@ -113,12 +125,13 @@ class Nlvr2Record:
         return (self.left_image_id, self.right_image_id)
 
 
-Record = RegionRecord | CaptionRecord | VqaRecord | GqaRecord | Nlvr2Record
+Record = RegionRecord | ImageRecord | CaptionRecord | VqaRecord | GqaRecord | Nlvr2Record
 
 # The record type of every built dataset, by dataset name.
 RECORD_TYPES: dict[str, type] = {
     'region_tsv': RegionRecord,
     'region_npz': RegionRecord,
+    'image_files': ImageRecord,
     'coco_captions': CaptionRecord,
     'caption_records': CaptionRecord,
     'karpathy': CaptionRecord,

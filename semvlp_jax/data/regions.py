@@ -17,9 +17,6 @@ from semvlp_jax.data.image_index import ImageIndex
 from semvlp_jax.data.records import RegionRecord
 from semvlp_jax.errors import ConfigError
 
-# How many unknown ids an error lists before it only counts the rest.
-_LISTED = 5
-
 
 class RegionStore:
     """`store(image_id) -> {region_features, region_boxes, region_mask, object_labels,
@@ -40,7 +37,7 @@ class RegionStore:
     ):
         builder = builders.open_dataset(name, data_dir)
         self.name = name
-        self.source = datasets.Records(builder.as_data_source(builders.REGION_SPLIT), RegionRecord)
+        self.source = datasets.Records(builder.as_data_source(builders.VISUAL_SPLIT), RegionRecord)
         self.index = ImageIndex.read(builder.data_dir)
         self.num_regions = num_regions
         self.feature_dim = feature_dim
@@ -59,14 +56,7 @@ class RegionStore:
     def check_ids(self, image_ids: Iterable, where: str) -> None:
         """Raises ValueError when any of `image_ids` (from `where`, e.g. 'vqa_v2:train') has no
         features: a question about an image nobody extracted is an error, not a blank image."""
-        missing = sorted({str(i) for i in image_ids if str(i) not in self.index})
-        if missing:
-            listed = '; '.join(self.index.why_missing(i) for i in missing[:_LISTED])
-            more = f' (and {len(missing) - _LISTED} more)' if len(missing) > _LISTED else ''
-            raise ValueError(
-                f'{where}: {len(missing)} image id(s) have no features in {self.name}: '
-                f'{listed}{more}'
-            )
+        self.index.check_ids(image_ids, where, f'have no features in {self.name}')
 
     def __call__(self, image_id) -> dict[str, np.ndarray]:
         position = self.index.lookup(str(image_id))

@@ -231,6 +231,11 @@ class CachedScenes:
             scene = self._cache[index] = self._scenes[index]
         return scene
 
+    def __getstate__(self) -> dict:
+        """Pickled (to input workers) without the cache: each process generates and keeps the
+        scenes it reads, rather than receiving a copy of every scene made so far."""
+        return {**self.__dict__, '_cache': {}}
+
 
 def with_pixels(config: SyntheticConfig, image_size: int) -> SyntheticConfig:
     """`config`'s scenes rendered as image_size x image_size pixels too (what a model that reads

@@ -196,6 +196,11 @@ class RecordTask(Task):
     def build(cls, config, workdir, process_index: int, process_count: int) -> TaskData:
         return cls(config, workdir, process_index, process_count).data()
 
+    def __getstate__(self) -> dict:
+        """What input workers receive with `example` (a bound method, pickled with its task):
+        the task without its validation records and examples, which only evaluation reads."""
+        return {k: v for k, v in self.__dict__.items() if k not in ('val', 'val_examples')}
+
     # ------------------------------------------------------------ the protocol
 
     def synthetic_records(self, split: str) -> list:
@@ -262,6 +267,7 @@ class RecordTask(Task):
             batch_size=self.config.batch_size,
             seed=self.config.seed,
             reader_threads=self.config.data.reader_threads,
+            input_workers=self.config.data.get('input_workers', 0),
             process_index=self.process_index,
             process_count=self.process_count,
         )

@@ -41,10 +41,10 @@ class Nlvr2(base.RecordTask):
             raise ValueError(f'{where} has unlabelled records (a hidden test split?)')
 
     def example(self, record: Nlvr2Record, rng: np.random.Generator | None = None) -> base.Example:
-        """The sentence, both images' region fields stacked [2, ...], and the label."""
-        del rng
+        """The sentence, both images' fields stacked [2, ...] (training views with `rng`), and
+        the label."""
         text_ids, text_mask = self.encode(record.sentence)
-        pair = base.stack([self.images(image_id) for image_id in record.image_ids])
+        pair = base.stack([self.images(image_id, rng) for image_id in record.image_ids])
         return {
             'text_ids': text_ids,
             'text_mask': text_mask,

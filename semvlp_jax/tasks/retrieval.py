@@ -140,13 +140,14 @@ class Retrieval(base.RecordTask):
         return groups[: self.config.task.eval_images] if split == 'val' else groups
 
     def example(self, group: ImageCaptions, rng: np.random.Generator) -> base.Example:
-        """One of the image's captions (drawn anew every epoch) with the image's regions."""
+        """One of the image's captions (drawn anew every epoch) with the image (its regions, or
+        a training view of its pixels)."""
         caption = group[rng.integers(len(group))].caption
         text_ids, text_mask = self.encode(caption)
         return {
             'text_ids': text_ids,
             'text_mask': text_mask,
-            **self.images(group[0].image_id),
+            **self.images(group[0].image_id, rng),
             'is_question': np.int32(0),
         }
 

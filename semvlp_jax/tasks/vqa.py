@@ -57,12 +57,12 @@ class QuestionTask(base.RecordTask):
         self.write_json('answers.json', self.vocabulary)
 
     def example(self, record, rng: np.random.Generator | None = None) -> base.Example:
-        del rng
+        """The question, its image (a training view with `rng`) and its answer scores."""
         text_ids, text_mask = self.encode(record.question)
         return {
             'text_ids': text_ids,
             'text_mask': text_mask,
-            **self.images(record.image_id),
+            **self.images(record.image_id, rng),
             'answer_scores': self.targets(record),
             'is_question': np.int32(1),
         }

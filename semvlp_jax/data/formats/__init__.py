@@ -12,13 +12,13 @@ there.
 - `checks`: the kinds of bad input (`REASONS`), `BadInput`, `InputError`, `on_bad` policies,
   and the field, text and split-file helpers every reader uses
 - `regions`: region-feature TSV and .npz files -> `RegionRecord`
-- `captions`: COCO captions, ALBEF caption records, Karpathy; images -> `CaptionRecord`
+- `captions`: COCO captions, ALBEF caption records, Karpathy -> `CaptionRecord`
+- `images`: folders of image files -> `ImageRecord`; a caption's image file (`ImageReader`)
 - `questions`: VQA v2, GQA, NLVR2 -> `VqaRecord`, `GqaRecord`, `Nlvr2Record`
 """
 
 from semvlp_jax.data.formats.captions import (
     KARPATHY_SPLITS,
-    ImageReader,
     caption_record_files,
     coco_caption_files,
     karpathy_file,
@@ -50,6 +50,12 @@ from semvlp_jax.data.formats.checks import (
     split_name,
     stop,
 )
+from semvlp_jax.data.formats.images import (
+    IMAGE_SUFFIXES,
+    ImageReader,
+    image_files,
+    read_image_files,
+)
 from semvlp_jax.data.formats.questions import (
     NLVR2_LABELS,
     VQA_SPLITS,
@@ -79,6 +85,7 @@ __all__ = [
     'EMPTY_CAPTION',
     'EMPTY_QUESTION',
     'EMPTY_SENTENCE',
+    'IMAGE_SUFFIXES',
     'KARPATHY_SPLITS',
     'MALFORMED_JSON',
     'MALFORMED_RECORD',
@@ -101,12 +108,14 @@ __all__ = [
     'caption_record_files',
     'coco_caption_files',
     'gqa_files',
+    'image_files',
     'karpathy_file',
     'load_json',
     'nlvr2_files',
     'read_caption_records',
     'read_coco_captions',
     'read_gqa',
+    'read_image_files',
     'read_karpathy',
     'read_nlvr2',
     'read_region_npz',

@@ -3,19 +3,14 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
-
-from PIL import Image
 
 from semvlp_jax.data.formats.checks import (
     DUPLICATE_ID,
     EMPTY_CAPTION,
     MALFORMED_RECORD,
-    MISSING_IMAGE,
-    UNDECODABLE_IMAGE,
     BadInput,
     InputError,
     OnBad,
@@ -30,43 +25,12 @@ from semvlp_jax.data.formats.checks import (
     load_json,
     stop,
 )
+from semvlp_jax.data.formats.images import ImageReader
 from semvlp_jax.data.image_index import ImageIndex
 from semvlp_jax.data.records import CaptionRecord
 
 # Karpathy splits of the file -> tfds split (restval is training data in every paper since).
 KARPATHY_SPLITS = {'train': 'train', 'restval': 'train', 'val': 'val', 'test': 'test'}
-
-
-class ImageReader:
-    """Encoded image files under `root`; each is fully decoded once, to prove it is whole."""
-
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self._problems: dict[str, _Problem | None] = {}
-
-    def __call__(self, image_path: str) -> bytes:
-        """The file's bytes, or `_Problem` (missing image / undecodable image)."""
-        file = self.root / image_path
-        try:
-            data = file.read_bytes()
-        except OSError as error:
-            raise _Problem(MISSING_IMAGE, f'cannot read {file} ({error.strerror})') from None
-        if image_path not in self._problems:  # captions repeat images: decode each once
-            self._problems[image_path] = _decode_problem(file, data)
-        problem = self._problems[image_path]
-        if problem is not None:
-            raise problem
-        return data
-
-
-def _decode_problem(file: Path, data: bytes) -> _Problem | None:
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-    # Decoders of arbitrary bytes fail in many ways (OSError, SyntaxError, struct.error, ...).
-    except Exception as error:
-        return _Problem(UNDECODABLE_IMAGE, f'{file}: {type(error).__name__}: {error}')
-    return None
 
 
 def _caption_record(
