@@ -141,7 +141,7 @@ def compiled_step(config, dims: DataDims, batch: dict, mode: str):
 
 def measure(setting: Setting, mode: str, steps: int, args, peak: float) -> dict:
     config = demo.get_config()
-    config.model.update(dtype=args.dtype, remat=args.remat, **setting.model)
+    config.model.update({**setting.model, 'dtype': args.dtype, 'remat': args.remat})
     config.batch_size = setting.batch_size
     if config.model.visual_input == 'patches':  # no detector regions: no masked objects
         config.objectives = demo_pixels.get_config().objectives
