@@ -10,13 +10,17 @@ model takes its sizes, the tokenizer its vocab.txt): the BERT-only baseline, wit
 vision-language pre-training; `init` is then empty unless given.
 
 With `data=DIR` the task reads datasets built from the official files in DIR (see
-`configs/pretrain_real.py`; `tokenizer=PATH` and `kind=` as there) and the model is
+`configs/pretrain_real.py`; `tokenizer=PATH`, `kind=` and `images=` as there) and the model is
 `pretrain_real`'s; without it, the embedded synthetic data and the demo model.
+
+`pixels=true` fine-tunes a model that reads pixels: on the embedded data the pixel demo's
+(`configs/demo_pixels.py`); with `data=DIR` `pretrain_real`'s pixel model, reading the
+image-file dataset `images=NAME` (default `image_files`).
 """
 
 import ml_collections
 
-from configs import args, demo, pretrain_real
+from configs import args, demo, demo_pixels, pretrain_real
 from semvlp_jax.weights import hf_bert
 
 DEFAULT_INIT = '/tmp/semvlp_demo'  # the workdir of the demo command in README and demo.py
@@ -34,8 +38,14 @@ def parse_arg(arg: str | None) -> dict[str, str]:
         'tokenizer': '',
         'kind': '',
         'bert': '',
+        'pixels': '',
+        'images': '',
     }
-    values = args.parse(arg, defaults, choices={'mode': MODES})
+    values = args.parse(arg, defaults, choices={'mode': MODES, 'pixels': ('', 'true', 'false')})
+    if values['pixels'] == 'true' and values['data'] and not values['images']:
+        values['images'] = 'image_files'
+    if values['images'] and not values['data']:
+        raise ValueError(f'config argument images={values["images"]!r} needs data=DIR')
     if values['init'] is None:
         values['init'] = '' if values['bert'] else DEFAULT_INIT
     return values
@@ -45,9 +55,12 @@ def base(arg: str | None, task: dict, objectives: dict[str, float]) -> ml_collec
     """The demo config turned into a fine-tune of `task` with `objectives` in one mode."""
     values = parse_arg(arg)
     if values['data']:
-        built = (f'{key}={values[key]}' for key in ('tokenizer', 'kind', 'bert') if values[key])
+        keys = ('tokenizer', 'kind', 'bert', 'images')
+        built = (f'{key}={values[key]}' for key in keys if values[key])
         c = pretrain_real.get_config(','.join((f'data_dir={values["data"]}', *built)))
         c.data.sources = {}
+    elif values['pixels'] == 'true':
+        c = demo_pixels.get_config()
     else:
         c = demo.get_config()
     # A labelled-data budget: train on a fixed random subset of this many training examples

@@ -308,3 +308,21 @@ def test_downstream_tasks_read_pixels_and_train_on_augmented_views(raw):
         np.testing.assert_allclose(
             gallery.images['pixels'][row], evaluation_view(written[group[0].image_id]), atol=1e-6
         )
+
+
+def test_pixel_configs_pretrain_and_fine_tune_on_the_image_dataset():
+    from configs import finetune_nlvr2, finetune_vqa, pretrain_real
+
+    real = pretrain_real.get_config('data_dir=/data,images=image_files')
+    assert real.model.visual_input == 'patches' and real.data.images == 'image_files'
+    assert all('mop' not in weights for weights in real.objectives.values())
+    config_checks.validate(real, num_devices=8)
+    for module in (finetune_vqa, finetune_nlvr2):
+        config = module.get_config('data=/data,init=/run,pixels=true')
+        assert config.model.to_dict() == {**real.model.to_dict()}
+        assert config.data.images == 'image_files' and config.data.augment.enabled
+        config_checks.validate(config, num_devices=8)
+    synthetic = finetune_vqa.get_config('init=/run,pixels=true')
+    assert synthetic.model.visual_input == 'patches' and synthetic.data.name == 'synthetic'
+    with pytest.raises(ValueError, match=r"images='image_files' needs data=DIR"):
+        finetune_vqa.get_config('images=image_files')

@@ -29,6 +29,7 @@ from semvlp_jax.data.images import (
     pixel_store,
     region_store,
 )
+from semvlp_jax.data.input_workers import batch_iterator
 from semvlp_jax.data.pixels import PixelTransform
 from semvlp_jax.data.records import CaptionRecord, GqaRecord, VqaRecord
 from semvlp_jax.data.regions import RegionStore
@@ -350,8 +351,6 @@ def iterate(
 ) -> Iterator[dict[str, np.ndarray]]:
     """A checkpointable grain iterator over `batches`, made in `input_workers` processes (0: in
     this one), read ahead by `reader_threads` threads in each (see `input_workers.py`)."""
-    from semvlp_jax.data.input_workers import batch_iterator
-
     return batch_iterator(batches, reader_threads=reader_threads, workers=input_workers)
 
 
