@@ -17,6 +17,7 @@ from absl import logging
 
 from semvlp_jax.data import builders
 from semvlp_jax.data import records as records_lib
+from semvlp_jax.data.image_index import ImageIndex
 from semvlp_jax.evaluators.vqa_eval import normalize_answer
 
 CAPTION_DATASETS = ('coco_captions', 'caption_records', 'karpathy')
@@ -52,6 +53,20 @@ def records(data_dir: str, name: str, split: str) -> Records:
             f'{sorted(builder.info.splits)}'
         )
     return Records(builder.as_data_source(split), records_lib.RECORD_TYPES[name])
+
+
+def visual_records(data_dir: str, name: str, holds: str) -> tuple[Records, ImageIndex]:
+    """The one split of a visual dataset (region features or image files) and its image index,
+    which must list exactly its records (`holds` names what it holds, for messages)."""
+    builder = builders.open_dataset(name, data_dir)
+    source = Records(builder.as_data_source(builders.VISUAL_SPLIT), records_lib.RECORD_TYPES[name])
+    index = ImageIndex.read(builder.data_dir, holds)
+    if len(index) != len(source):
+        raise ValueError(
+            f'{builder.data_dir}: image_ids.txt lists {len(index)} images but the dataset holds '
+            f'{len(source)}; rebuild it with --overwrite'
+        )
+    return source, index
 
 
 @dataclasses.dataclass

@@ -20,9 +20,7 @@ import ml_collections
 import numpy as np
 
 from semvlp_jax.data import builders, datasets, synthetic
-from semvlp_jax.data.image_index import ImageIndex
 from semvlp_jax.data.pixels import PixelTransform, decode, pixel_transform
-from semvlp_jax.data.records import ImageRecord
 from semvlp_jax.data.regions import RegionStore
 from semvlp_jax.errors import ConfigError
 
@@ -87,20 +85,14 @@ class PixelStore:
     decoded (RGB)."""
 
     def __init__(self, data_dir: str, name: str):
-        builder = builders.open_dataset(name, data_dir)
-        if builder.KIND != 'images':
+        kind = builders.builder_class(name).KIND
+        if kind != 'images':
             raise ConfigError(
-                f'config.data.images={name!r} is a {builder.KIND} dataset; pixels come from an '
+                f'config.data.images={name!r} is a {kind} dataset; pixels come from an '
                 "image-file dataset ('image_files', built from a folder of images)"
             )
         self.name = name
-        self.source = datasets.Records(builder.as_data_source(builders.VISUAL_SPLIT), ImageRecord)
-        self.index = ImageIndex.read(builder.data_dir, 'image file')
-        if len(self.index) != len(self.source):
-            raise ValueError(
-                f'{builder.data_dir}: image_ids.txt lists {len(self.index)} images but the '
-                f'dataset holds {len(self.source)}; rebuild it with --overwrite'
-            )
+        self.source, self.index = datasets.visual_records(data_dir, name, 'image file')
 
     def __len__(self) -> int:
         return len(self.index)

@@ -12,8 +12,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from semvlp_jax.data import builders, datasets
-from semvlp_jax.data.image_index import ImageIndex
+from semvlp_jax.data import datasets
 from semvlp_jax.data.records import RegionRecord
 from semvlp_jax.errors import ConfigError
 
@@ -35,18 +34,11 @@ class RegionStore:
         num_object_labels: int,
         num_attribute_labels: int,
     ):
-        builder = builders.open_dataset(name, data_dir)
         self.name = name
-        self.source = datasets.Records(builder.as_data_source(builders.VISUAL_SPLIT), RegionRecord)
-        self.index = ImageIndex.read(builder.data_dir)
+        self.source, self.index = datasets.visual_records(data_dir, name, 'region features')
         self.num_regions = num_regions
         self.feature_dim = feature_dim
         self.label_limits = {'objects': num_object_labels, 'attributes': num_attribute_labels}
-        if len(self.index) != len(self.source):
-            raise ValueError(
-                f'{builder.data_dir}: image_ids.txt lists {len(self.index)} images but the '
-                f'dataset holds {len(self.source)}; rebuild it with --overwrite'
-            )
         if len(self.source):
             self._record(0)  # a wrong feature size fails now, not in the middle of training
 

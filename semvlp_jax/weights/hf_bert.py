@@ -71,6 +71,19 @@ class WeightsError(ConfigError):
     """A checkpoint that does not map onto the model: the message lists the tensors."""
 
 
+def read_config_json(path: Path, required: tuple[str, ...]) -> dict[str, Any]:
+    """An HF `config.json` as a dict; `WeightsError` when it is not JSON or lacks a `required`
+    key (what every importer of HF checkpoints reads first)."""
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise WeightsError(f'{path}: not valid JSON ({e})') from None
+    missing = [key for key in required if key not in raw]
+    if missing:
+        raise WeightsError(f'{path}: missing {", ".join(missing)}')
+    return raw
+
+
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
     """What `config.json` says about a BERT checkpoint."""
@@ -93,19 +106,8 @@ class BertConfig:
                 f'{directory}: no {CONFIG_FILE}; an HF BERT checkpoint directory holds '
                 f'{CONFIG_FILE} and {WEIGHTS_FILE} (what save_pretrained writes)'
             )
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise WeightsError(f'{path}: not valid JSON ({e})') from None
-        keys = (
-            *SIZE_KEYS.values(),
-            'vocab_size',
-            'max_position_embeddings',
-            'type_vocab_size',
-        )
-        missing = [key for key in keys if key not in raw]
-        if missing:
-            raise WeightsError(f'{path}: missing {", ".join(missing)}')
+        keys = (*SIZE_KEYS.values(), 'vocab_size', 'max_position_embeddings', 'type_vocab_size')
+        raw = read_config_json(path, keys)
         act = raw.get('hidden_act', 'gelu')
         if act not in HIDDEN_ACTS:
             raise WeightsError(

@@ -71,7 +71,7 @@ from semvlp_jax.checkpoint import flat_shapes
 from semvlp_jax.errors import ConfigError, MissingConfigFile
 from semvlp_jax.models.vision import CHANNELS, PatchEmbeddings, TowerConfig, grid_size
 from semvlp_jax.pretrained import LoadReport
-from semvlp_jax.weights.hf_bert import WeightsError
+from semvlp_jax.weights.hf_bert import WeightsError, read_config_json
 
 CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'model.safetensors'
@@ -184,14 +184,8 @@ class VitSizes:
 
 def _hf_sizes(directory: Path) -> VitSizes:
     path = directory / CONFIG_FILE
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise WeightsError(f'{path}: not valid JSON ({e})') from None
-    required = [k for k in (*HF_SIZE_KEYS.values(), 'image_size') if k != 'layer_norm_eps']
-    missing = [k for k in required if k not in raw]
-    if missing:
-        raise WeightsError(f'{path}: missing {", ".join(missing)}')
+    required = tuple(k for k in (*HF_SIZE_KEYS.values(), 'image_size') if k != 'layer_norm_eps')
+    raw = read_config_json(path, required)
     raw.setdefault('layer_norm_eps', 1e-12)  # HF ViTConfig's default
     problems = []
     if raw.get('model_type', 'vit') != 'vit':
