@@ -3,11 +3,14 @@ r"""Train-step throughput and model FLOPs utilisation, per mode, for several mod
     python benchmarks/step_throughput.py --output /tmp/step_throughput.json
     python benchmarks/step_throughput.py --scan_layers --remat full --output /tmp/scanned.json
     python benchmarks/step_throughput.py --settings demo_pixels,bert_vit_b16 --steps 2
+    python benchmarks/step_throughput.py --settings demo,simla_demo,simla_base --steps 2
 
 For the demo model, a BERT-base-size model (12 layers, 768 hidden, 36 regions of 2048-d
 features, 20 tokens), the pixel demo (64 px, 16 px patches, no tower) and BERT-base over a
 ViT-B/16 tower at 224 px (196 patches + [CLS]; SIMLA's and ALBEF's sizes) it times the jitted
-train step in each mode on random inputs and prints examples/s, step time, compile time and
+train step in each mode on random inputs; and SIMLA's recipe (the fuse mode with the momentum
+teacher, queues and five objectives): its demo (`simla_demo`) and its paper sizes (`simla_base`:
+BERT-base with cross-attention in all 12 layers over ViT-B/16 at 256 px, 75 patches masked) and prints examples/s, step time, compile time and
 MFU. FLOPs per step come from XLA's cost analysis of the
 compiled (unrolled) step; the peak is measured here with a large jitted matmul in the model's
 compute dtype, not taken from a datasheet. Not a test: numbers depend on the machine.
@@ -24,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import demo, demo_pixels
+from configs import demo, demo_pixels, simla_demo, simla_pretrain
 from semvlp_jax import train
 from semvlp_jax.data.dims import DataDims
 from semvlp_jax.parallel import mesh as mesh_lib
@@ -50,6 +53,24 @@ def random_pixel_batch(dims: DataDims, batch_size: int, image_size: int, seed: i
     batch = {k: v for k, v in batch.items() if not k.startswith(('region_', 'mop_'))}
     pixels = rng.normal(size=(batch_size, image_size, image_size, 3)).astype(np.float32)
     return {**batch, 'pixels': pixels}
+
+
+def random_simla_batch(dims: DataDims, batch_size: int, model, masked_patches: int) -> dict:
+    """A pixel batch of captions with `masked_patches` random patches masked per image."""
+    rng = np.random.default_rng(1)
+    batch = random_pixel_batch(dims, batch_size, model.image_size)
+    patches = (model.image_size // model.patch_size) ** 2
+    positions = np.stack([rng.permutation(patches)[:masked_patches] for _ in range(batch_size)])
+    mask = np.zeros((batch_size, patches), bool)
+    np.put_along_axis(mask, positions, True, axis=1)
+    return {
+        **batch,
+        'patch_mask': mask,
+        'patch_positions': positions.astype(np.int32),
+        'patch_weights': np.ones((batch_size, masked_patches), np.float32),
+        'image_key': np.arange(batch_size, dtype=np.int32),
+        'is_question': np.zeros(batch_size, np.int32),
+    }
 
 
 def random_batch(dims: DataDims, batch_size: int, num_regions: int, seed: int = 0) -> dict:
@@ -96,6 +117,11 @@ class Setting:
     num_regions: int
     batch_size: int
     model: dict
+    recipe: str = 'semvlp'  # semvlp: single and two modes; simla: the fuse mode
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return ('fuse',) if self.recipe == 'simla' else ('single', 'two')
 
 
 def settings(bert_batch_size: int, vit_batch_size: int) -> list[Setting]:
@@ -125,7 +151,14 @@ def settings(bert_batch_size: int, vit_batch_size: int) -> list[Setting]:
         Setting('bert_base', bert_dims, 36, bert_batch_size, bert),
         Setting('demo_pixels', demo_dims, 0, demo_config.batch_size, demo_pixels_model),
         Setting('bert_vit_b16', bert_dims, 0, vit_batch_size, {**bert, **pixels}),
+        Setting('simla_demo', demo_dims, 0, demo_config.batch_size, {}, 'simla'),
+        Setting('simla_base', bert_dims, 0, vit_batch_size, simla_base_model(), 'simla'),
     ]
+
+
+def simla_base_model() -> dict:
+    model = simla_pretrain.get_config('data_dir=/unused').model.to_dict()
+    return {**model, 'dtype': 'float32', 'dropout_rate': 0.0}
 
 
 def compiled_step(config, dims: DataDims, batch: dict, mode: str):
@@ -140,10 +173,15 @@ def compiled_step(config, dims: DataDims, batch: dict, mode: str):
 
 
 def measure(setting: Setting, mode: str, steps: int, args, peak: float) -> dict:
-    config = demo.get_config()
+    config = simla_demo.get_config() if setting.recipe == 'simla' else demo.get_config()
     config.model.update({**setting.model, 'dtype': args.dtype, 'remat': args.remat})
     config.batch_size = setting.batch_size
-    if config.model.visual_input == 'patches':  # no detector regions: no masked objects
+    if setting.recipe == 'simla':
+        masked = 75 if setting.name == 'simla_base' else config.data.patch_mask.count
+        if setting.name == 'simla_base':  # the paper's queues
+            config.momentum.queue_size = 65_536
+        batch = random_simla_batch(setting.dims, setting.batch_size, config.model, masked)
+    elif config.model.visual_input == 'patches':  # no detector regions: no masked objects
         config.objectives = demo_pixels.get_config().objectives
         batch = random_pixel_batch(setting.dims, setting.batch_size, config.model.image_size)
     else:
@@ -201,7 +239,7 @@ def main():
     for setting in settings(args.bert_batch_size, args.vit_batch_size):
         if setting.name not in wanted:
             continue
-        for mode in ('single', 'two'):
+        for mode in setting.modes:
             r = measure(setting, mode, args.steps, args, peak)
             results.append(r)
             print(

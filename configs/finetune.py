@@ -16,15 +16,21 @@ With `data=DIR` the task reads datasets built from the official files in DIR (se
 `pixels=true` fine-tunes a model that reads pixels: on the embedded data the pixel demo's
 (`configs/demo_pixels.py`); with `data=DIR` `pretrain_real`'s pixel model, reading the
 image-file dataset `images=NAME` (default `image_files`).
+
+`mode=fuse` fine-tunes a SIMLA run (`configs/simla_demo.py`, whose workdir is then the default
+`init`): the task's heads on the fused [CLS] (the caption cross-attending to the ViT's tokens),
+retrieval's shortlist from the caption alone and the image [CLS]. The momentum teacher and the
+masked-patch inputs are pre-training's and are left out.
 """
 
 import ml_collections
 
-from configs import args, demo, demo_pixels, pretrain_real
+from configs import args, demo, demo_pixels, pretrain_real, simla_demo
 from semvlp_jax.weights import hf_bert
 
 DEFAULT_INIT = '/tmp/semvlp_demo'  # the workdir of the demo command in README and demo.py
-MODES = ('single', 'two')
+SIMLA_INIT = '/tmp/simla_demo'  # ... and of simla_demo.py's
+MODES = ('single', 'two', 'fuse')
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
@@ -46,8 +52,14 @@ def parse_arg(arg: str | None) -> dict[str, str]:
         values['images'] = 'image_files'
     if values['images'] and not values['data']:
         raise ValueError(f'config argument images={values["images"]!r} needs data=DIR')
+    if values['mode'] == 'fuse' and values['data']:
+        raise ValueError(
+            'config arguments mode=fuse with data=DIR: fine-tuning SIMLA on built datasets is '
+            'not set up yet (configs/simla_pretrain.py pre-trains on them)'
+        )
     if values['init'] is None:
-        values['init'] = '' if values['bert'] else DEFAULT_INIT
+        run = SIMLA_INIT if values['mode'] == 'fuse' else DEFAULT_INIT
+        values['init'] = '' if values['bert'] else run
     return values
 
 
@@ -59,6 +71,10 @@ def base(arg: str | None, task: dict, objectives: dict[str, float]) -> ml_collec
         built = (f'{key}={values[key]}' for key in keys if values[key])
         c = pretrain_real.get_config(','.join((f'data_dir={values["data"]}', *built)))
         c.data.sources = {}
+    elif values['mode'] == 'fuse':
+        c = simla_demo.get_config()
+        del c['momentum']  # pre-training's teacher and queues
+        c.data.patch_mask.count = 0  # no masked patch modelling here
     elif values['pixels'] == 'true':
         c = demo_pixels.get_config()
     else:

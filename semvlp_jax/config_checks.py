@@ -6,6 +6,7 @@ about `config.model.num_cross_layers`, not with a shape error from inside jit.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 
@@ -22,9 +23,12 @@ from semvlp_jax.models.embeddings import REGION_NORMS, VISUAL_EMBEDDINGS
 from semvlp_jax.models.encoder import MODES, REMAT_POLICIES
 from semvlp_jax.models.layers import GELUS
 from semvlp_jax.models.vision import TOWER_KEYS, TowerConfig
+from semvlp_jax.objectives.simla import MOMENTUM_OBJECTIVES
 from semvlp_jax.optimizer import modes_of
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
+from semvlp_jax.simla.queues import check_size
+from semvlp_jax.simla.visual_tokenizer import VISUAL_TOKENIZERS
 from semvlp_jax.weights import hf_bert, vit
 
 __all__ = ['ConfigError', 'check_storage', 'validate']
@@ -245,6 +249,7 @@ def validate(
         f'config.diagnostics={config.get("diagnostics")!r} must be True or False',
     )
     _check_imported_weights(config)
+    _check_momentum(config, schedule)
     _check_one_of(config, 'optimizer.decay', ('linear', 'cosine'))
     _check(
         config.optimizer.learning_rate > 0,
@@ -340,6 +345,111 @@ def _check_pixel_model(config: ml_collections.ConfigDict) -> None:
         _check(
             0 < min_aspect <= 1,
             f'config.data.patch_mask.min_aspect={min_aspect} must be in (0, 1]',
+        )
+
+
+MOMENTUM_KEYS = ('decay', 'alpha', 'alpha_ramp_steps', 'queue_size')
+
+
+def _check_momentum(config: ml_collections.ConfigDict, schedule: schedule_lib.Schedule) -> None:
+    """SIMLA's recipe: the momentum teacher and queues (`config.momentum`), the fuse mode, and
+    what each of its objectives reads."""
+    fuse = dict(config.objectives.get('fuse') or {})
+    model = config.model
+    head = dict(model.get('patch_head') or {})
+    if head:
+        name = head.get('tokenizer', 'random_projection')
+        _check(
+            name in VISUAL_TOKENIZERS,
+            f'config.model.patch_head.tokenizer={name!r}; expected one of '
+            f'{sorted(VISUAL_TOKENIZERS)}',
+        )
+        known = {'tokenizer', *(f.name for f in dataclasses.fields(VISUAL_TOKENIZERS[name]))}
+        unknown = sorted(set(head) - known - {'patch_size', 'kind'})
+        _check(
+            not unknown and 'patch_size' not in head and 'kind' not in head,
+            f'config.model.patch_head: unknown key(s) {unknown or ["patch_size/kind"]} for the '
+            f'{name} tokenizer; known: {sorted(known - {"patch_size", "kind"})}',
+        )
+        _check(
+            model.visual_input == 'patches',
+            "config.model.patch_head predicts patches: it needs config.model.visual_input='patches'",
+        )
+        for key in ('codes', 'dim'):
+            _check(
+                head.get(key, 1) >= 1, f'config.model.patch_head.{key}={head.get(key)} must be >= 1'
+            )
+    _check(
+        not model.get('concept_head', False) or model.get('contrastive_dim', 0) > 0,
+        'config.model.concept_head reads the image contrastive feature: it needs '
+        'config.model.contrastive_dim > 0',
+    )
+    distilling = sorted(set(fuse) & set(MOMENTUM_OBJECTIVES))
+    for mode, weights in config.objectives.items():
+        misplaced = sorted(set(weights) & set(MOMENTUM_OBJECTIVES)) if mode != 'fuse' else []
+        _check(
+            not misplaced,
+            f'config.objectives.{mode}: {", ".join(misplaced)} run in the fuse mode only '
+            '(config.objectives.fuse, config.schedule=fuse)',
+        )
+    momentum = config.get('momentum')
+    _check(
+        not distilling or bool(momentum),
+        f'config.objectives.fuse.{distilling[0] if distilling else ""} needs the momentum '
+        'teacher: set config.momentum (decay, alpha, alpha_ramp_steps, queue_size)',
+    )
+    if not momentum:
+        return
+    unknown = sorted(set(momentum) - set(MOMENTUM_KEYS))
+    _check(not unknown, f'config.momentum: unknown key(s) {unknown}; known: {MOMENTUM_KEYS}')
+    _check(
+        set(schedule.modes) == {'fuse'},
+        f'config.momentum: the teacher runs in the fuse mode, but config.schedule='
+        f'{config.schedule!r} runs {schedule.modes}; use schedule=fuse or drop config.momentum',
+    )
+    decay, alpha = momentum.get('decay', 0.995), momentum.get('alpha', 0.4)
+    _check(0.0 <= decay <= 1.0, f'config.momentum.decay={decay} must be in [0, 1]')
+    _check(0.0 <= alpha <= 1.0, f'config.momentum.alpha={alpha} must be in [0, 1]')
+    ramp = momentum.get('alpha_ramp_steps', 0)
+    _check(ramp >= 0, f'config.momentum.alpha_ramp_steps={ramp} must be >= 0')
+    size = momentum.get('queue_size', 0)
+    if size:
+        problem = check_size(size, config.batch_size, 'config.momentum.queue_size')
+        _check(problem is None, problem or '')
+        _check(
+            'itc_momentum' in fuse,
+            f"config.momentum.queue_size={size}: the queues hold itc_momentum's features, but "
+            'config.objectives.fuse has no itc_momentum (set queue_size=0)',
+        )
+    _check(
+        config.microbatches == 1,
+        f'config.microbatches={config.microbatches} with config.momentum: the momentum '
+        'contrastive loss contrasts each example with the whole global batch and the queues, '
+        'and ITM samples its hard negatives from the whole batch, so gradient accumulation '
+        'would need the features of every microbatch first; it is not implemented. Use '
+        'microbatches=1 (a smaller batch_size, or more devices).',
+    )
+    contrastive = [n for n in ('itc_momentum', 'itm_hard', 'psl') if n in fuse]
+    _check(
+        not contrastive or model.get('contrastive_dim', 0) > 0,
+        f'config.objectives.fuse.{(contrastive or [""])[0]} reads contrastive features: it needs '
+        'config.model.contrastive_dim > 0',
+    )
+    _check(
+        'psl' not in fuse or bool(model.get('concept_head', False)),
+        'config.objectives.fuse.psl predicts keywords with the concept head: set '
+        'config.model.concept_head=True',
+    )
+    if 'xmm_image' in fuse:
+        _check(
+            model.visual_input == 'patches' and bool(model.get('patch_head')),
+            'config.objectives.fuse.xmm_image predicts masked patches: it needs '
+            "config.model.visual_input='patches' and config.model.patch_head (its tokenizer)",
+        )
+        _check(
+            (config.data.get('patch_mask') or {}).get('count', 0) > 0,
+            'config.objectives.fuse.xmm_image needs masked patches: config.data.patch_mask.count '
+            '> 0',
         )
 
 

@@ -185,8 +185,8 @@ def _match_probability(model, batch, mode):
 READOUTS = {
     'answer': _answer_scores,
     'score': _match_probability,
-    'embed_images': lambda model, batch, mode: model.embed_images(batch),
-    'embed_texts': lambda model, batch, mode: model.embed_texts(batch),
+    'embed_images': lambda model, batch, mode: model.embed_images(batch, mode),
+    'embed_texts': lambda model, batch, mode: model.embed_texts(batch, mode),
 }
 
 

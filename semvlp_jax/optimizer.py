@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 
 from semvlp_jax import objectives as objectives_lib
-from semvlp_jax.models.encoder import MODES, TWO_STREAM_ONLY
+from semvlp_jax.models.encoder import CROSS_MODAL_ONLY, MODES
 
 UNUSED = 'unused'
 NO_DECAY_LEAVES = ('bias', 'scale')  # biases and LayerNorm parameters
@@ -38,14 +38,21 @@ DECAY_SCHEDULES: dict[str, Callable[[float, int], optax.Schedule]] = {
 
 def modes_of(step_mode: str) -> tuple[str, ...]:
     """The model modes a train-step mode runs: `both` runs single and two on the same batch."""
-    return MODES if step_mode == 'both' else (step_mode,)
+    return ('single', 'two') if step_mode == 'both' else (step_mode,)
+
+
+def labelled_modes(objectives: Mapping[str, Mapping[str, float]]) -> tuple[str, ...]:
+    """The modes parameter groups are labelled over: SemVLP's single and two always (so a
+    fine-tune in either mode labels its parameters alike), fuse when the config runs it."""
+    return tuple(m for m in MODES if m != 'fuse' or objectives.get('fuse'))
 
 
 def _readers(model: nnx.Module, objectives: Mapping[str, Mapping[str, float]]) -> dict:
     """{module path: modes that read it} for the modules whose readers are declared.
 
     A head (a top-level module of a class some registered objective declares) is read by the
-    modes whose objectives declare its class; a module of a `TWO_STREAM_ONLY` class by `two`.
+    modes whose objectives declare its class; a module of a `CROSS_MODAL_ONLY` class by the
+    modes listed there.
     """
     declared = {cls for o in objectives_lib.OBJECTIVES.values() for cls in o.heads}
     children = list(nnx.iter_children(model))
@@ -62,13 +69,14 @@ def _readers(model: nnx.Module, objectives: Mapping[str, Mapping[str, float]]) -
         if classes:
             readers[(name,)] = {
                 mode
-                for mode in MODES
+                for mode in labelled_modes(objectives)
                 for objective in objectives.get(mode, {})
                 if classes & set(objectives_lib.get(objective).heads)
             }
     for path, module in nnx.iter_modules(model):
-        if isinstance(module, TWO_STREAM_ONLY):
-            readers[path] = {'two'}
+        for cls, modes in CROSS_MODAL_ONLY.items():
+            if isinstance(module, cls):
+                readers[path] = set(modes)
     return readers
 
 
@@ -81,12 +89,13 @@ def parameter_groups(model: nnx.Module, objectives: Mapping[str, Mapping[str, fl
     (see `_readers`) is read in that mode; everything else is read in every mode.
     """
     readers = _readers(model, objectives)
+    universe = labelled_modes(objectives)
 
     def label(path, _) -> str:
-        modes = set(MODES)
+        modes = set(universe)
         for end in range(len(path)):
             modes &= readers.get(tuple(path[:end]), modes)
-        return '+'.join(m for m in MODES if m in modes) or UNUSED
+        return '+'.join(m for m in universe if m in modes) or UNUSED
 
     return nnx.to_pure_dict(nnx.map_state(label, nnx.state(model, nnx.Param)))
 
@@ -152,7 +161,7 @@ class ModeAwareOptimizer:
         return opt_state[GROUPS].inner_states
 
     def apply(self, grads, opt_state, params, *, step_mode: str):
-        """One update in train-step mode `step_mode` ('single', 'two' or 'both')."""
+        """One update in train-step mode `step_mode` ('single', 'two', 'both' or 'fuse')."""
         updates, new_state = self.tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         active = set(modes_of(step_mode))

@@ -8,6 +8,7 @@ uninterrupted one without saving anything beyond the step.
   single     always single-stream
   two        always two-stream
   both       one step runs both modes on the same batch and sums their losses
+  fuse       always the fuse mode (SIMLA: one text stack cross-attending to a vision tower)
   every:N    N steps single, then N steps two, and so on
 """
 
@@ -17,7 +18,9 @@ import dataclasses
 
 import numpy as np
 
-SCHEDULES = ('alternate', 'random', 'single', 'two', 'both', 'every:N')
+SCHEDULES = ('alternate', 'random', 'single', 'two', 'both', 'fuse', 'every:N')
+# Schedules of one step mode throughout ('fuse': SIMLA's recipe, see models/encoder.py).
+CONSTANT = ('single', 'two', 'both', 'fuse')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +31,7 @@ class Schedule:
     seed: int = 0
 
     def mode(self, step: int) -> str:
-        if self.kind in ('single', 'two', 'both'):
+        if self.kind in CONSTANT:
             return self.kind
         if self.kind == 'alternate':
             return ('single', 'two')[step % 2]
@@ -42,7 +45,7 @@ class Schedule:
     @property
     def modes(self) -> tuple[str, ...]:
         """The train-step modes this schedule can produce (one compiled program each)."""
-        if self.kind in ('single', 'two', 'both'):
+        if self.kind in CONSTANT:
             return (self.kind,)
         if self.kind == 'random' and self.p_two_stream in (0.0, 1.0):
             return ('two',) if self.p_two_stream == 1.0 else ('single',)
@@ -51,7 +54,7 @@ class Schedule:
 
 def parse(spec: str, *, p_two_stream: float = 0.5, seed: int = 0) -> Schedule:
     """Parses `config.schedule`; raises ValueError naming the key for anything unknown."""
-    if spec in ('alternate', 'random', 'single', 'two', 'both'):
+    if spec in ('alternate', 'random', *CONSTANT):
         if spec == 'random' and not 0.0 <= p_two_stream <= 1.0:
             raise ValueError(f'config.p_two_stream={p_two_stream} must be in [0, 1]')
         return Schedule(spec, p_two_stream=p_two_stream, seed=seed)

@@ -26,7 +26,8 @@ from semvlp_jax.optimizer import ModeAwareOptimizer
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
 from semvlp_jax.progress import MetricAverager, Progress, RunLog, headline
-from semvlp_jax.train_step import TrainState, train_step
+from semvlp_jax.simla.queues import FeatureQueues
+from semvlp_jax.train_step import MomentumSettings, TrainState, train_step
 from semvlp_jax.weights import hf_bert, vit
 from semvlp_jax.workdir_lock import WorkdirLock
 
@@ -64,9 +65,20 @@ def create_model(
     abstract_params = nnx.to_pure_dict(abstract_params)
     optimizer = ModeAwareOptimizer.create(config, abstract_model)
 
+    momentum = MomentumSettings.from_config(config)
+    queues = None
+    if momentum is not None and momentum.queue_size:
+        queues = FeatureQueues.empty(momentum.queue_size, config.model.contrastive_dim)
+
     def init_state() -> TrainState:
         params = nnx.to_pure_dict(nnx.state(build_model(), nnx.Param))
-        return TrainState.create(params, optimizer.init(params), jax.random.fold_in(root, 1))
+        return TrainState.create(
+            params,
+            optimizer.init(params),
+            jax.random.fold_in(root, 1),
+            teacher=momentum is not None,
+            queues=queues,
+        )
 
     rules = sharding.rules_from_config(config.parallel)
     specs = sharding.param_specs(logical_specs, abstract_params, mesh, rules)
@@ -98,6 +110,7 @@ def jit_train_step(config: ml_collections.ConfigDict, model: TrainSetup, mesh: j
             itm_negative_prob=config.itm_negative_prob,
             itm_negatives=config.itm_negatives,
             microbatches=config.microbatches,
+            momentum=MomentumSettings.from_config(config),
         ),
         static_argnames='step_mode',
         donate_argnums=0,
@@ -176,15 +189,15 @@ def _train_and_evaluate(config, workdir: epath.Path, schedule) -> dict[str, floa
                 params, report = pretrained.load_pretrained(
                     config.init_from, state.params, skip=tuple(config.get('init_skip', ()))
                 )
-                state = state.replace(params=params)  # Adam's initial state does not depend on them
+                state = state.with_params(params)  # Adam's initial state does not depend on them
                 logging.info('initialised from %s: %s', config.init_from, report.summary())
             elif config.get('init_bert'):
                 params, report = hf_bert.load_bert(config.init_bert, state.params, config.model)
-                state = state.replace(params=params)
+                state = state.with_params(params)
                 logging.info('initialised from BERT %s: %s', config.init_bert, report.summary())
             if config.get('init_vit'):  # with or without init_bert; config_checks refuses init_from
                 params, report = vit.load_vit(config.init_vit, state.params, config.model)
-                state = state.replace(params=params)
+                state = state.with_params(params)
                 logging.info('initialised from ViT %s: %s', config.init_vit, report.summary())
         first_step = int(state.step)
         num_params = sum(x.size for x in jax.tree.leaves(state.params))

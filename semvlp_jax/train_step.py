@@ -8,10 +8,17 @@ runs; a model mode ('single' or 'two') is how the model encodes (`SemVLP.__call_
 
 The model enters as an NNX graphdef bound with functools.partial; parameters travel as a plain
 pytree and are merged into the module inside the step.
+
+With `config.momentum` (SIMLA's recipe) the state also holds the momentum teacher (an EMA copy
+of the parameters) and the feature queues: the step runs the teacher on the batch first (its
+targets reach the objectives as `encoded.momentum`), and after the update moves the teacher
+towards the new parameters and writes the teacher's features of the global batch into the
+queues; a skipped step changes neither.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +31,11 @@ from flax import nnx
 from semvlp_jax import diagnostics
 from semvlp_jax import objectives as objectives_lib
 from semvlp_jax.objectives.losses import Ratio
+from semvlp_jax.objectives.simla import MOMENTUM_OBJECTIVES
 from semvlp_jax.optimizer import ModeAwareOptimizer, modes_of
+from semvlp_jax.simla import momentum as momentum_lib
+from semvlp_jax.simla.queues import FeatureQueues
+from semvlp_jax.simla.targets import Momentum, teacher_targets
 
 # Fields that belong to the image and move with it when ITM swaps in another image.
 FIELDS_SWAPPED_WITH_THE_IMAGE = (
@@ -38,6 +49,8 @@ FIELDS_SWAPPED_WITH_THE_IMAGE = (
     'mop_weights',
     'pixels',
     'patch_mask',
+    'patch_positions',
+    'patch_weights',
 )
 
 
@@ -49,11 +62,58 @@ class TrainState:
     rng: jax.Array  # base key; step keys are fold_in(rng, step), so resuming needs no RNG log
     skipped_steps: jax.Array  # int32: steps whose non-finite loss or gradient applied no update
     skipped_in_a_row: jax.Array  # int32: how many of the latest steps were skipped
+    teacher: Any = None  # the momentum teacher: a tree like params (config.momentum), or None
+    queues: FeatureQueues | None = None  # its feature queues (config.momentum.queue_size > 0)
 
     @classmethod
-    def create(cls, params, opt_state, rng) -> TrainState:
+    def create(
+        cls, params, opt_state, rng, *, teacher: bool = False, queues: FeatureQueues | None = None
+    ) -> TrainState:
         zero = jnp.zeros((), jnp.int32)
-        return cls(zero, params, opt_state, rng, skipped_steps=zero, skipped_in_a_row=zero)
+        return cls(
+            zero,
+            params,
+            opt_state,
+            rng,
+            skipped_steps=zero,
+            skipped_in_a_row=zero,
+            teacher=_copy(params) if teacher else None,
+            queues=queues,
+        )
+
+    def with_params(self, params) -> TrainState:
+        """The state with `params` replaced (weights loaded before the first step); a teacher
+        starts again as their copy."""
+        teacher = None if self.teacher is None else _copy(params)
+        return self.replace(params=params, teacher=teacher)
+
+
+def _copy(tree):
+    return jax.tree.map(jnp.copy, tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class MomentumSettings:
+    """`config.momentum`: the teacher's EMA decay and the distillation weight's ramp."""
+
+    decay: float = 0.995
+    alpha: float = 0.4
+    alpha_ramp_steps: int = 0
+    queue_size: int = 0
+
+    @classmethod
+    def from_config(cls, config) -> MomentumSettings | None:
+        settings = config.get('momentum')
+        if not settings:
+            return None
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in dict(settings).items() if k in fields})
+
+
+def makes_its_own_negatives(objectives: Mapping[str, float]) -> bool:
+    """SIMLA's objectives pair every text with its own image (ITM's negatives are sampled by
+    `itm_hard` itself), so a mode that runs them gets no swapped images."""
+    return any(name in MOMENTUM_OBJECTIVES for name in objectives)
 
 
 def make_itm_pairs(
@@ -104,13 +164,15 @@ def objective_terms(
     mode: str,
     graphdef: nnx.GraphDef,
     objectives: Mapping[str, Mapping[str, float]],
+    momentum: Momentum | None = None,
 ) -> tuple[dict[str, Ratio], dict[str, Ratio]]:
     """Loss terms (keyed `<objective>/<i>`) and metrics of `mode`'s objectives, as Ratios.
 
-    `rng=None` evaluates without dropout.
+    `rng=None` evaluates without dropout; `momentum` is the teacher's part (SIMLA).
     """
     model = nnx.merge(graphdef, params)
     encoded = model(batch, mode=mode, rngs=None if rng is None else nnx.Rngs(dropout=rng))
+    encoded.momentum = momentum
     terms, metrics = {}, {}
     for name in objectives[mode]:
         losses, extra = objectives_lib.get(name).fn(model, encoded, batch)
@@ -172,6 +234,7 @@ def train_step(
     itm_negative_prob: float,
     itm_negatives: str = 'random',
     microbatches: int = 1,
+    momentum: MomentumSettings | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One update in step mode `step_mode` ('single', 'two' or 'both').
 
@@ -180,20 +243,43 @@ def train_step(
     negatives are then the rest of the microbatch, not of the whole batch). A step whose loss or gradient is
     not finite applies no update. `itm_negatives='hard'` samples ITM negatives from the
     contrastive similarities (`make_itm_pairs`). Metrics are keyed `<model mode>/<metric>` (e.g.
-    `two/mlm_accuracy`) plus `learning_rate`, `grad_norm`, `skipped` and `skipped_in_a_row`.
+    `two/mlm_accuracy`) plus `learning_rate`, `grad_norm`, `skipped` and `skipped_in_a_row`
+    (and `distillation_alpha` with a teacher).
     """
-    pair_rng, *dropout_rngs = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
+    step_key = jax.random.fold_in(state.rng, state.step)
+    pair_rng, *dropout_rngs = jax.random.split(step_key, 3)
+    modes = modes_of(step_mode)
     scores = None
     if itm_negatives == 'hard':
         scores = contrastive_scores(state.params, batch, graphdef=graphdef)
+    if any(makes_its_own_negatives(objectives[m]) for m in modes):
+        itm_negative_prob = 0.0
     batch = make_itm_pairs(batch, pair_rng, itm_negative_prob, scores)
-    modes = modes_of(step_mode)
+    distilled = None
+    if state.teacher is not None:
+        if microbatches != 1:  # config_checks refuses this first, saying why
+            raise ValueError('a momentum teacher needs the whole batch in one microbatch')
+        names = [name for m in modes for name in objectives[m]]
+        distilled = Momentum(
+            alpha=momentum_lib.distillation_alpha(
+                state.step, momentum.alpha, momentum.alpha_ramp_steps
+            ),
+            queues=state.queues,
+            targets=teacher_targets(state.teacher, batch, graphdef=graphdef, names=names),
+            key=jax.random.fold_in(step_key, NEGATIVES_STREAM),
+        )
 
     def loss_fn(params, batch, rngs, counts):
         total, aux = jnp.zeros((), jnp.float32), {}
         for model_mode, rng in zip(modes, rngs):
             terms, metrics = objective_terms(
-                params, batch, rng, mode=model_mode, graphdef=graphdef, objectives=objectives
+                params,
+                batch,
+                rng,
+                mode=model_mode,
+                graphdef=graphdef,
+                objectives=objectives,
+                momentum=distilled,
             )
             mode_counts = None if counts is None else counts[model_mode]
             total += weighted_loss(terms, objectives[model_mode], mode_counts)
@@ -232,24 +318,38 @@ def train_step(
     metrics.update(
         {f'grad_norm/{g}': n for g, n in diagnostics.parameter_group_norms(grads).items()}
     )
-    updated = optimizer.apply(grads, state.opt_state, state.params, step_mode=step_mode)
-    return _update(state, updated, metrics)
+    params, opt_state = optimizer.apply(grads, state.opt_state, state.params, step_mode=step_mode)
+    teacher, queues = state.teacher, state.queues
+    if distilled is not None:
+        metrics['distillation_alpha'] = distilled.alpha
+        teacher = momentum_lib.ema_update(teacher, params, momentum.decay)
+        if queues is not None:
+            features = distilled.targets['itc_momentum']
+            queues = queues.enqueue(features['image'], features['text'], batch['image_key'])
+    return _update(state, (params, opt_state, teacher, queues), metrics)
+
+
+# fold_in(step key, this) keys ITM's negative sampling (the step key's splits are older streams).
+NEGATIVES_STREAM = 1
 
 
 def _update(state: TrainState, updated, metrics: dict[str, jax.Array]):
-    """The next state: `updated` (params, opt_state) if the step's losses and gradients are
-    finite; otherwise the old ones, with the step counted as skipped. Metrics gain `skipped`
-    (0 or 1) and `skipped_in_a_row`."""
+    """The next state: `updated` (params, opt_state, teacher, queues) if the step's losses and
+    gradients are finite; otherwise the old ones, with the step counted as skipped. Metrics gain
+    `skipped` (0 or 1) and `skipped_in_a_row`."""
     losses = [value for key, value in metrics.items() if key.endswith('/loss')]
     finite = jnp.all(jnp.isfinite(jnp.stack([metrics['grad_norm'], *losses])))
-    params, opt_state = jax.tree.map(
-        lambda new, old: jnp.where(finite, new, old), updated, (state.params, state.opt_state)
+    old = (state.params, state.opt_state, state.teacher, state.queues)
+    params, opt_state, teacher, queues = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old), updated, old
     )
     skipped = (~finite).astype(jnp.int32)
     state = state.replace(
         step=state.step + 1,
         params=params,
         opt_state=opt_state,
+        teacher=teacher,
+        queues=queues,
         skipped_steps=state.skipped_steps + skipped,
         skipped_in_a_row=(state.skipped_in_a_row + 1) * skipped,
     )
@@ -272,19 +372,43 @@ def eval_step(
     `with_diagnostics` adds the alignment diagnostics (`diagnostics.alignment`, on the batch's
     own pairs) and, per objective, the norm of its unweighted gradient on the shared parameters
     (`diag_grad_<objective>`): which objective drives the encoder."""
-    paired = make_itm_pairs(batch, rng, itm_negative_prob)
+    own_negatives = makes_its_own_negatives(objectives[mode])
+    paired = make_itm_pairs(batch, rng, 0.0 if own_negatives else itm_negative_prob)
+    distilled = None
+    if own_negatives:  # no teacher here: the model is its own, alpha 0, queues empty
+        targets = teacher_targets(params, paired, graphdef=graphdef, names=objectives[mode])
+        dim = targets['itc_momentum']['text'].shape[-1] if 'itc_momentum' in targets else 1
+        distilled = Momentum(
+            alpha=jnp.zeros((), jnp.float32),
+            queues=FeatureQueues.empty(0, dim),
+            targets=targets,
+            key=jax.random.fold_in(rng, NEGATIVES_STREAM),
+        )
     terms, metrics = objective_terms(
-        params, paired, None, mode=mode, graphdef=graphdef, objectives=objectives
+        params,
+        paired,
+        None,
+        mode=mode,
+        graphdef=graphdef,
+        objectives=objectives,
+        momentum=distilled,
     )
     summary = summarise(terms, metrics, objectives[mode])
     if with_diagnostics:
-        summary.update(diagnostics.alignment(nnx.merge(graphdef, params), batch, mode))
+        if mode != 'fuse':  # the alignment diagnostics read SemVLP's modes' attention
+            summary.update(diagnostics.alignment(nnx.merge(graphdef, params), batch, mode))
         for name in objectives[mode]:
 
             def loss(params, name=name):
                 one = {mode: {name: 1.0}}
                 terms, _ = objective_terms(
-                    params, paired, None, mode=mode, graphdef=graphdef, objectives=one
+                    params,
+                    paired,
+                    None,
+                    mode=mode,
+                    graphdef=graphdef,
+                    objectives=one,
+                    momentum=distilled,
                 )
                 return weighted_loss(terms, one[mode])
 

@@ -137,7 +137,8 @@ def test_keywords_from_a_hand_built_attention_tensor():
     CLS, SEP, PAD = 1, 2, 0
     # positions:  0    1   2   3   4   5   6   7    8    9
     ids = jnp.array([[CLS, 10, 11, 12, 13, 14, 15, SEP, PAD, PAD]])
-    special = (CLS, SEP, PAD)
+    eligible = keywords.word_positions(ids != PAD)
+    np.testing.assert_array_equal(eligible, ~jnp.isin(ids, jnp.array([CLS, SEP, PAD])))
     attention = jnp.array(
         [
             [
@@ -151,15 +152,15 @@ def test_keywords_from_a_hand_built_attention_tensor():
         ]
     )
     # Two votes per head: 3 gets three, 2, 4 and 6 one each, 1 and 5 none.
-    positions, chosen = keywords.keyword_positions(attention, ids, special, per_head=2, count=5)
+    positions, chosen = keywords.keyword_positions(attention, eligible, per_head=2, count=5)
     np.testing.assert_array_equal(positions[0, :4], [3, 2, 4, 6])  # ties: earlier first
     np.testing.assert_array_equal(chosen[0], [True, True, True, True, False])
-    targets = keywords.keyword_targets(attention, ids, special, 16, per_head=2, count=5)
+    targets = keywords.keyword_targets(attention, ids, eligible, 16, per_head=2, count=5)
     np.testing.assert_array_equal(np.flatnonzero(targets[0]), [11, 12, 13, 15])
-    top3 = keywords.keyword_targets(attention, ids, special, 16, per_head=2, count=3)
+    top3 = keywords.keyword_targets(attention, ids, eligible, 16, per_head=2, count=3)
     np.testing.assert_array_equal(np.flatnonzero(top3[0]), [11, 12, 13])
     # One vote per head (4, 3, 6): a three-way tie, won by the earliest position.
-    top1 = keywords.keyword_targets(attention, ids, special, 16, per_head=1, count=1)
+    top1 = keywords.keyword_targets(attention, ids, eligible, 16, per_head=1, count=1)
     np.testing.assert_array_equal(np.flatnonzero(top1[0]), [12])
 
 

@@ -36,7 +36,7 @@ def _choose(
     return chosen
 
 
-def _slots(chosen: np.ndarray, max_predictions: int) -> tuple[np.ndarray, np.ndarray]:
+def slots(chosen: np.ndarray, max_predictions: int) -> tuple[np.ndarray, np.ndarray]:
     positions = np.zeros(max_predictions, np.int32)
     weights = np.zeros(max_predictions, np.float32)
     positions[: len(chosen)] = chosen
@@ -65,7 +65,7 @@ def mask_tokens(
     to_random = chosen[(action >= 0.8) & (action < 0.9)]
     masked[to_mask] = mask_id
     masked[to_random] = rng.choice(random_ids, len(to_random))
-    positions, weights = _slots(chosen, max_predictions)
+    positions, weights = slots(chosen, max_predictions)
     targets = np.where(weights > 0, ids[positions], 0).astype(np.int32)
     return Masked(masked, positions, targets, weights)
 
@@ -88,7 +88,7 @@ def mask_regions(
         others = real[real != i]
         if len(others):
             masked[i] = features[rng.choice(others)]
-    positions, weights = _slots(chosen, max_predictions)
+    positions, weights = slots(chosen, max_predictions)
     targets = features[positions] * weights[:, None]
     return Masked(masked, positions, targets.astype(np.float32), weights)
 

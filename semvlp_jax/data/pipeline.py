@@ -93,7 +93,8 @@ class PatchFields:
     """An image's pixels (uint8 [h, w, 3]) + rng -> the model's pixel input: `pixels` float32
     [image_size, image_size, 3] (a training view when `transform` augments), and, when
     `mask_patches` > 0, `patch_mask` bool [grid * grid] from BEiT block masking (an input that
-    has it is encoded with those patches replaced by the mask token)."""
+    has it is encoded with those patches replaced by the mask token), and the masked patches'
+    indices `patch_positions` [mask_patches] with `patch_weights` (1 for each real one)."""
 
     transform: PixelTransform
     grid: int
@@ -104,13 +105,17 @@ class PatchFields:
     def __call__(self, image: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
         fields = {'pixels': self.transform(image['pixels'], rng)}
         if self.mask_patches:
-            fields['patch_mask'] = masking.mask_patch_blocks(
+            mask = masking.mask_patch_blocks(
                 self.grid,
                 self.mask_patches,
                 rng,
                 min_block=self.min_block,
                 min_aspect=self.min_aspect,
             )
+            # The masked patches also as `mask_patches` slots (weight 0 past the last), the
+            # positions masked patch modelling scores, as MLM has `mlm_positions`.
+            positions, weights = masking.slots(np.flatnonzero(mask), self.mask_patches)
+            fields.update(patch_mask=mask, patch_positions=positions, patch_weights=weights)
         return fields
 
 

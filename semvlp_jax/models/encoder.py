@@ -5,6 +5,11 @@ single: image and text tokens are concatenated (image first, as in StructVBERT) 
 two:    every layer runs on text and image separately with the same weights; in the top K
         layers, after self-attention, text attends to image and image attends to text
         (both directions read the states from before the exchange), then the FFN.
+fuse:   one stream of queries (the text, or for SIMLA's image-side pass the patches) runs through
+        the layers; in the top K layers, after self-attention, it attends to a *fixed* context
+        (the other modality's states, which the layers do not update), then the FFN. K = L is
+        SIMLA's single BERT with cross-attention in every layer; K < L is ALBEF's text layers
+        followed by fusion layers. `SemVLP` builds the fuse mode's passes (`fuse`).
 
 The bottom L-K layers of the two-stream mode see one modality only, so `unimodal` runs them on
 text or image alone: uni-modal embeddings for contrastive learning and retrieval shortlists,
@@ -25,8 +30,10 @@ from flax import nnx
 
 from semvlp_jax.models.layers import BERT_NUMERICS, Attention, FeedForward, Numerics
 
-Mode = Literal['single', 'two']
-MODES: tuple[Mode, ...] = ('single', 'two')
+Mode = Literal['single', 'two', 'fuse']
+MODES: tuple[Mode, ...] = ('single', 'two', 'fuse')
+# Which way a fuse-mode pass attends: text queries over image states, or image queries over text.
+Direction = Literal['text_to_image', 'image_to_text']
 
 # What a layer keeps for the backward pass (`config.model.remat`): everything (`none`), nothing
 # (`full`: recompute the layer), or only matmul outputs without a batch dimension (`dots`).
@@ -64,16 +71,22 @@ class CrossAttention(nnx.Module):
         self.image_to_text = None if shared else attention()
 
     def __call__(self, text, text_mask, image, image_mask, rngs):
-        image_to_text = self.image_to_text or self.text_to_image
         return (
-            self.text_to_image(text, image, image_mask, rngs),
-            image_to_text(image, text, text_mask, rngs),
+            self.attend('text_to_image', text, image, image_mask, rngs),
+            self.attend('image_to_text', image, text, text_mask, rngs),
         )
 
+    def attend(self, direction: Direction, queries, context, context_mask, rngs) -> jax.Array:
+        """One direction: `queries` of one modality attend to `context` of the other."""
+        if direction == 'text_to_image' or self.image_to_text is None:
+            return self.text_to_image(queries, context, context_mask, rngs)
+        return self.image_to_text(queries, context, context_mask, rngs)
 
-# Module types that only the two-stream mode reads (`EncoderLayer.single` skips them): the
-# optimizer finds them in the model and gives their parameters no update in a single-stream step.
-TWO_STREAM_ONLY: tuple[type[nnx.Module], ...] = (CrossAttention,)
+
+# Module types that only the cross-modal modes read (`EncoderLayer.single` skips them), with those
+# modes: the optimizer finds them in the model and gives their parameters no update in a step
+# whose modes do not read them.
+CROSS_MODAL_ONLY: dict[type[nnx.Module], tuple[Mode, ...]] = {CrossAttention: ('two', 'fuse')}
 
 
 class EncoderLayer(nnx.Module):
@@ -119,6 +132,14 @@ class EncoderLayer(nnx.Module):
         if self.cross_attention is not None:
             text, image = self.cross_attention(text, text_mask, image, image_mask, rngs)
         return self.feed_forward(text, rngs), self.feed_forward(image, rngs)
+
+    def fuse(self, x, mask, context, context_mask, direction: Direction, rngs) -> jax.Array:
+        """Self-attention, then (with a cross-attention block) `x` attends to the fixed
+        `context` in `direction`, then the FFN."""
+        x = self.self_attention(x, x, mask, rngs)
+        if self.cross_attention is not None:
+            x = self.cross_attention.attend(direction, x, context, context_mask, rngs)
+        return self.feed_forward(x, rngs)
 
 
 @dataclasses.dataclass
@@ -199,7 +220,26 @@ class SharedEncoder(nnx.Module):
             return self._single(text, text_mask, image, image_mask, rngs)
         if mode == 'two':
             return self._two(text, text_mask, image, image_mask, rngs)
-        raise ValueError(f'unknown mode {mode!r}; expected one of {MODES}')
+        raise ValueError(f'mode {mode!r}: the encoder runs single or two here (fuse: `fuse`)')
+
+    def fuse(
+        self,
+        queries: jax.Array,
+        query_mask: jax.Array,
+        context: jax.Array,
+        context_mask: jax.Array,
+        *,
+        direction: Direction,
+        rngs,
+    ) -> tuple[jax.Array, list[jax.Array]]:
+        """The fuse mode: `queries` [batch, len, hidden] through every layer, attending to the
+        fixed `context` [batch, ctx_len, hidden] in the layers with cross-attention. Returns the
+        final states and the states after each layer."""
+
+        def step(layer, x, rngs):
+            return layer.fuse(x, query_mask, context, context_mask, direction, rngs)
+
+        return self._run(step, queries, rngs)
 
     def unimodal(
         self, x: jax.Array, mask: jax.Array, *, rngs, all_layers: bool = False

@@ -164,3 +164,35 @@ class ContrastiveHead(nnx.Module):
 
 def _unit(x: jax.Array) -> jax.Array:
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+
+
+class PatchHead(nnx.Module):
+    """Masked patch modelling (SIMLA's image-side XMM): the BERT transform, then one output per
+    target the visual tokenizer gives a patch: `outputs` code logits (a quantizer) or values
+    (pixel regression), f32."""
+
+    def __init__(self, hidden_size: int, outputs: int, *, rngs: nnx.Rngs):
+        self.transform = Transform(hidden_size, rngs=rngs)
+        self.output = dense(hidden_size, outputs, ('embed', 'classes'), rngs=rngs)
+
+    def __call__(self, hidden: jax.Array) -> jax.Array:
+        return self.output(self.transform(hidden)).astype(jnp.float32)
+
+
+class ConceptHead(nnx.Module):
+    """SIMLA's concept head: keyword logits over the vocabulary [batch, vocab] from the image's
+    contrastive unit feature [batch, dim] (pseudo-labelled keywords, `psl`).
+
+    The output bias starts at the logit of `keywords / vocab_size`, each word's share of a
+    caption's keywords: the loss sums a binary cross-entropy over the vocabulary, which from
+    zero biases would start near 0.69 per word (21,000 for BERT's) and flood Adam's moments
+    (see `AnswerHead`)."""
+
+    def __init__(self, dim: int, vocab_size: int, *, rngs: nnx.Rngs, keywords: int = 5):
+        self.classifier = dense(dim, vocab_size, ('mlp', 'vocab'), rngs=rngs)
+        bias = self.classifier.bias
+        prior = min(keywords / vocab_size, 0.5)
+        bias[...] = jnp.full(bias.shape, jnp.log(prior / (1 - prior)), bias.dtype)
+
+    def __call__(self, image_feature: jax.Array) -> jax.Array:
+        return self.classifier(image_feature).astype(jnp.float32)

@@ -1,12 +1,20 @@
 """SemVLP: embeddings + shared encoder + pooler + pre-training heads.
 
-`model(batch, mode=..., rngs=...)` encodes an image-text batch in either mode and returns the
+`model(batch, mode=..., rngs=...)` encodes an image-text batch in any mode and returns the
 hidden states; objectives then apply the heads they need to the positions they score.
+
+The fuse mode is SIMLA's plan over the same layers (see models/encoder.py): the batch's text (as
+given: masked for MLM) attends to the *unmasked* image's tokens in every cross-attention layer;
+the caption alone through the stack gives the text feature; with a patch head and a patch mask,
+the masked image's tokens run through the same stack as queries over the caption's
+embedding-layer output (the image-side reconstruction pass). `Encoded.fusion` keeps what further
+fused passes need (ITM's pairs, the keyword attention).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,14 +26,30 @@ from semvlp_jax.models.embeddings import VISUAL_EMBEDDINGS, TextEmbeddings
 from semvlp_jax.models.encoder import Mode, SharedEncoder
 from semvlp_jax.models.heads import (
     AnswerHead,
+    ConceptHead,
     ContrastiveHead,
     MaskedLanguageModelHead,
     MaskedObjectHead,
     MatchingHead,
     PairHead,
+    PatchHead,
     Pooler,
 )
 from semvlp_jax.models.layers import Numerics, masked_mean
+from semvlp_jax.simla import visual_tokenizer
+
+
+@dataclasses.dataclass
+class Fusion:
+    """The fuse mode's inputs, for passes an objective adds (rows of pairs it picks): the
+    unmasked caption's embedding-layer output [rows, text_len, hidden], the unmasked image's
+    tokens [rows, image_len, hidden], their masks, and the dropout rngs of the step."""
+
+    caption: jax.Array
+    text_mask: jax.Array
+    image: jax.Array
+    image_mask: jax.Array
+    rngs: nnx.Rngs | None
 
 
 @dataclasses.dataclass
@@ -39,6 +63,14 @@ class Encoded:
     `SharedEncoder.unimodal`); in single-stream mode they cost a separate pass, which jit drops
     when no objective reads them. A row is one image-text pair: an example with n images is n
     rows (example i's rows are i*n ... i*n + n-1).
+
+    In the fuse mode: `text` is the batch's text fused with the unmasked image, `image` that
+    image's tokens (which the text stack reads, not updates), `unimodal_text` the unmasked
+    caption's [CLS] through the stack alone, `unimodal_image` and `image_pooled` the image
+    [CLS]; `masked_image` [rows, image_len, hidden] the image-side pass of the masked image (with
+    a patch head and a patch mask; else None), `fusion` the inputs of further fused passes.
+    `momentum`: the teacher's targets for this batch (`simla.targets.Momentum`), set by the
+    train step for the objectives that distil; None otherwise.
     """
 
     text: jax.Array
@@ -49,6 +81,9 @@ class Encoded:
     image_layers: list[jax.Array]
     unimodal_text: jax.Array
     unimodal_image: jax.Array
+    masked_image: jax.Array | None = None
+    fusion: Fusion | None = None
+    momentum: Any = None
 
 
 class SemVLP(nnx.Module):
@@ -108,6 +143,15 @@ class SemVLP(nnx.Module):
         self.contrastive_head = (
             ContrastiveHead(hidden, contrastive_dim, rngs=rngs) if contrastive_dim else None
         )
+        # SIMLA's heads (config_checks: a patch head needs pixels, a concept head an ITC head).
+        tokenizer = visual_tokenizer.from_config(config)
+        self.visual_tokenizer = tokenizer  # frozen and seeded: part of the graph, not the state
+        self.patch_head = PatchHead(hidden, tokenizer.outputs, rngs=rngs) if tokenizer else None
+        self.concept_head = (
+            ConceptHead(contrastive_dim, dims.vocab_size, rngs=rngs)
+            if config.get('concept_head', False)
+            else None
+        )
 
     def __call__(self, batch: dict, *, mode: Mode, rngs: nnx.Rngs | None = None) -> Encoded:
         """Encodes `batch` (text_ids/text_mask [batch, text_len], and region_* fields or pixels)
@@ -117,6 +161,8 @@ class SemVLP(nnx.Module):
         encode the text with each of the n images (see `Encoded`). `rngs=None` means deterministic (no dropout).
         """
         batch = one_row_per_image(batch)
+        if mode == 'fuse':
+            return self._fuse(batch, rngs)
         text_in = self.text_embeddings(batch['text_ids'], rngs)
         image_in, image_mask = self.visual_embeddings(batch, self.text_embeddings.token_type, rngs)
         out = self.encoder(text_in, batch['text_mask'], image_in, image_mask, mode=mode, rngs=rngs)
@@ -140,6 +186,73 @@ class SemVLP(nnx.Module):
             unimodal_image=masked_mean(unimodal_image.astype(jnp.float32), image_mask),
         )
 
+    def _fuse(self, batch: dict, rngs: nnx.Rngs | None) -> Encoded:
+        text_mask = batch['text_mask']
+        text_in = self.text_embeddings(batch['text_ids'], rngs)
+        caption = (
+            self.text_embeddings(unmasked_text_ids(batch), rngs)
+            if 'mlm_positions' in batch
+            else text_in
+        )
+        unmasked = {key: value for key, value in batch.items() if key != 'patch_mask'}
+        image, image_mask = self.visual_embeddings(unmasked, self.text_embeddings.token_type, rngs)
+        text, text_layers = self.encoder.fuse(
+            text_in, text_mask, image, image_mask, direction='text_to_image', rngs=rngs
+        )
+        alone = self.encoder.unimodal(caption, text_mask, rngs=rngs, all_layers=True)
+        masked_image = None
+        if self.patch_head is not None and 'patch_mask' in batch:
+            queries, query_mask = self.visual_embeddings(
+                batch, self.text_embeddings.token_type, rngs
+            )
+            masked_image, _ = self.encoder.fuse(
+                queries, query_mask, caption, text_mask, direction='image_to_text', rngs=rngs
+            )
+            masked_image = masked_image.astype(jnp.float32)
+        text, image_cls = text.astype(jnp.float32), image[:, 0].astype(jnp.float32)
+        return Encoded(
+            text=text,
+            image=image.astype(jnp.float32),
+            pooled=self.pooler(text),
+            image_pooled=image_cls,
+            text_layers=text_layers,
+            image_layers=[],
+            unimodal_text=alone[:, 0].astype(jnp.float32),
+            unimodal_image=image_cls,
+            masked_image=masked_image,
+            fusion=Fusion(caption, text_mask, image, image_mask, rngs),
+        )
+
+    def match(self, fusion: Fusion, text_rows: jax.Array, image_rows: jax.Array) -> jax.Array:
+        """Pooled fused outputs [pairs, hidden] of caption `text_rows[p]` with image
+        `image_rows[p]` (fuse mode; ITM's positives and negatives)."""
+        text, image = (
+            jnp.take(fusion.caption, text_rows, 0),
+            jnp.take(fusion.image, image_rows, 0),
+        )
+        text_mask = jnp.take(fusion.text_mask, text_rows, 0)
+        image_mask = jnp.take(fusion.image_mask, image_rows, 0)
+        out, _ = self.encoder.fuse(
+            text, text_mask, image, image_mask, direction='text_to_image', rngs=fusion.rngs
+        )
+        return self.pooler(out.astype(jnp.float32))
+
+    def cls_attention(self, fusion: Fusion) -> jax.Array:
+        """The last layer's self-attention of the fused caption's [CLS] over the caption
+        [rows, heads, text_len], without dropout (SIMLA's keyword pseudo-labels)."""
+        _, after = self.encoder.fuse(
+            fusion.caption,
+            fusion.text_mask,
+            fusion.image,
+            fusion.image_mask,
+            direction='text_to_image',
+            rngs=None,
+        )
+        last = self.encoder.layer(len(after) - 1)
+        x = after[-2] if len(after) > 1 else fusion.caption
+        probs, _ = last.self_attention.inspect(x, x, fusion.text_mask)
+        return probs[:, :, 0, :]
+
     def encode_text(
         self, text_ids: jax.Array, text_mask: jax.Array, token_type_ids: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
@@ -151,28 +264,45 @@ class SemVLP(nnx.Module):
         text = text.astype(jnp.float32)
         return text, self.pooler(text)
 
-    def embed_texts(self, batch: dict) -> jax.Array:
-        """Contrastive unit vectors [batch, dim] of texts alone (text_ids, text_mask)."""
+    def embed_texts(self, batch: dict, mode: Mode = 'two') -> jax.Array:
+        """Contrastive unit vectors [batch, dim] of texts alone (text_ids, text_mask): what
+        `Encoded.unimodal_text` is in `mode` (single and two: the bottom L-K layers; fuse: every
+        layer, cross-attention skipped)."""
         text = self.text_embeddings(batch['text_ids'], None)
-        text = self.encoder.unimodal(text, batch['text_mask'], rngs=None)
+        all_layers = mode == 'fuse'
+        text = self.encoder.unimodal(text, batch['text_mask'], rngs=None, all_layers=all_layers)
         return self.contrastive_head.embed_text(text[:, 0].astype(jnp.float32))
 
-    def embed_images(self, batch: dict) -> jax.Array:
-        """Contrastive unit vectors [batch, dim] of images alone (region_* fields or pixels)."""
+    def embed_images(self, batch: dict, mode: Mode = 'two') -> jax.Array:
+        """Contrastive unit vectors [batch, dim] of images alone (region_* fields or pixels):
+        `Encoded.unimodal_image` in `mode` (single and two: the mean state after the bottom L-K
+        layers; fuse: the vision tower's [CLS])."""
         image, mask = self.visual_embeddings(batch, self.text_embeddings.token_type, None)
+        if mode == 'fuse':
+            return self.contrastive_head.embed_image(image[:, 0].astype(jnp.float32))
         image = self.encoder.unimodal(image, mask, rngs=None)
         return self.contrastive_head.embed_image(masked_mean(image.astype(jnp.float32), mask))
 
 
 # What the model reads of an example: the text, and the image fields the visual embeddings read.
 TEXT_FIELDS = ('text_ids', 'text_mask')
-PIXEL_FIELDS = ('pixels', 'patch_mask')
+PIXEL_FIELDS = ('pixels', 'patch_mask', 'patch_positions', 'patch_weights')
 # Dimensions of one image's fields: region_mask [regions], pixels [height, width, channels].
 IMAGE_RANKS = {'region_mask': 1, 'pixels': 3}
 
 
 def is_image_field(key: str) -> bool:
     return key.startswith('region_') or key in PIXEL_FIELDS
+
+
+def unmasked_text_ids(batch: dict) -> jax.Array:
+    """The batch's texts before MLM masking: `text_ids` with each masked slot's target put back
+    (`mlm_positions` [batch, slots], `mlm_targets`, `mlm_weights` 0 for unused slots)."""
+    ids, positions = jnp.asarray(batch['text_ids']), batch['mlm_positions']
+    current = jnp.take_along_axis(ids, positions, axis=1)
+    restored = jnp.where(batch['mlm_weights'] > 0, batch['mlm_targets'], current)
+    rows = jnp.arange(ids.shape[0])[:, None]
+    return ids.at[rows, positions].set(restored.astype(ids.dtype))
 
 
 def one_row_per_image(batch: dict) -> dict:

@@ -4,6 +4,7 @@ from semvlp_jax.objectives import (  # noqa: F401  (registers the objectives)
     contrastive,  # itc
     downstream,  # nlvr2
     semvlp,  # mlm, mop, itm, qa
+    simla,  # itc_momentum, itm_hard, xmm_text, xmm_image, psl
 )
 from semvlp_jax.objectives.registry import OBJECTIVES, Objective, get, register
 

@@ -6,13 +6,17 @@ objective's loss is the sum of their values) and a dict of `Ratio` metrics.
 Registering it also declares the head module classes it reads (`MaskedLanguageModelHead`, ...);
 the optimizer finds the model's top-level module of each class, so it knows which parameters a
 mode touches. The function itself reaches its heads as attributes (`model.mlm_head`).
+
+An objective that distils from the momentum teacher (SIMLA's) also registers `teacher`, a
+function of the same signature run on the teacher's model and encoding, without gradient: what
+it returns reaches the objective as `encoded.momentum.targets[name]` (`simla/targets.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import jax
 from flax import nnx
@@ -35,18 +39,24 @@ class Objective:
     name: str
     fn: ObjectiveFn
     heads: tuple[type[nnx.Module], ...]  # classes of the model's top-level modules it reads
+    teacher: Callable[..., Any] | None = None  # (teacher model, its encoding, batch) -> targets
 
 
 OBJECTIVES: dict[str, Objective] = {}
 
 
-def register(name: str, *, heads: tuple[type[nnx.Module], ...]):
+def register(
+    name: str,
+    *,
+    heads: tuple[type[nnx.Module], ...],
+    teacher: Callable[..., Any] | None = None,
+):
     """Decorator: `@register('mlm', heads=(MaskedLanguageModelHead,))`."""
 
     def wrap(fn: ObjectiveFn) -> ObjectiveFn:
         if name in OBJECTIVES:
             raise ValueError(f'objective {name!r} registered twice')
-        OBJECTIVES[name] = Objective(name, fn, heads)
+        OBJECTIVES[name] = Objective(name, fn, heads, teacher)
         return fn
 
     return wrap

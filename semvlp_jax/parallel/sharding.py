@@ -80,8 +80,9 @@ def param_specs(logical_specs: Any, shapes: Any, mesh: jax.sharding.Mesh, rules:
 def state_shardings(
     mesh: jax.sharding.Mesh, abstract_state, specs: Any, *, tx: optax.GradientTransformation
 ) -> Any:
-    """NamedShardings for a TrainState: parameters per `specs`, each optimizer moment like its
-    parameter, everything else (step, counters, Adam counts, RNG key) replicated.
+    """NamedShardings for a TrainState: parameters (and the momentum teacher) per `specs`, each
+    optimizer moment like its parameter, everything else (step, counters, Adam counts, RNG key,
+    feature queues) replicated.
 
     `tx` is the optimizer that made `abstract_state.opt_state`; optax's `tree_map_params` finds
     the copies of the parameter tree inside its state.
@@ -100,7 +101,9 @@ def state_shardings(
         is_leaf=is_masked,
     )
     everything_replicated = jax.tree.map(lambda _: replicated, abstract_state)
-    return everything_replicated.replace(params=params, opt_state=opt_state)
+    # The momentum teacher (when the state has one) like the parameters; its queues replicated.
+    teacher = None if getattr(abstract_state, 'teacher', None) is None else params
+    return everything_replicated.replace(params=params, opt_state=opt_state, teacher=teacher)
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

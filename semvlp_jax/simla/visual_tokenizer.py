@@ -19,12 +19,18 @@ from typing import Protocol
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from semvlp_jax.models.vision import patchify
 
 
 class VisualTokenizer(Protocol):
     kind: str  # 'classes' (integer codes, cross-entropy) or 'regression' (values, squared error)
+
+    @property
+    def outputs(self) -> int:
+        """What the patch head predicts per patch: the number of codes, or of target values."""
+        ...
 
     def targets(self, pixels: jax.Array) -> jax.Array:
         """pixels [batch, H, W, 3] -> per-patch targets [batch, patches(, ...)]."""
@@ -50,6 +56,10 @@ class RandomProjectionQuantizer:
     seed: int = 0
     kind: str = 'classes'
 
+    @property
+    def outputs(self) -> int:
+        return self.codes
+
     def _frozen(self) -> tuple[jax.Array, jax.Array]:
         patch_dim = self.patch_size**2 * 3
         projection_key, codebook_key = jax.random.split(jax.random.key(self.seed))
@@ -72,8 +82,22 @@ class PixelRegression:
     patch_size: int
     kind: str = 'regression'
 
+    @property
+    def outputs(self) -> int:
+        return self.patch_size**2 * 3
+
     def targets(self, pixels: jax.Array) -> jax.Array:
         return normalised_patches(pixels, self.patch_size)
 
 
 VISUAL_TOKENIZERS = {'random_projection': RandomProjectionQuantizer, 'pixels': PixelRegression}
+
+
+def from_config(model: ml_collections.ConfigDict) -> VisualTokenizer | None:
+    """The tokenizer `config.model.patch_head` names (`tokenizer` plus its settings: `codes`,
+    `dim`, `seed` for the quantizer), or None when the model has no patch head."""
+    head = dict(model.get('patch_head') or {})
+    if not head:
+        return None
+    cls = VISUAL_TOKENIZERS[head.pop('tokenizer', 'random_projection')]  # name: config_checks
+    return cls(patch_size=model.patch_size, **head)

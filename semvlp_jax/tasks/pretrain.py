@@ -24,9 +24,34 @@ EVAL_ITM_NEGATIVE_PROB = 0.5
 
 class Pretrain(Task):
     name = 'pretrain'
-    objectives = frozenset({'mlm', 'mop', 'itm', 'qa', 'itc'})
+    objectives = frozenset(
+        {
+            'mlm',
+            'mop',
+            'itm',
+            'qa',
+            'itc',
+            'itc_momentum',
+            'itm_hard',
+            'xmm_text',
+            'xmm_image',
+            'psl',
+        }
+    )
     itm_negatives = True
-    table_metrics = ('mlm_accuracy', 'itm_accuracy', 'qa_accuracy', 'mop_object_accuracy', 'loss')
+    table_metrics = (
+        'mlm_accuracy',
+        'itm_accuracy',
+        'qa_accuracy',
+        'mop_object_accuracy',
+        # SIMLA's (fuse mode)
+        'itm_positive_accuracy',
+        'itc_accuracy',
+        'xmm_text_accuracy',
+        'xmm_image_accuracy',
+        'psl_precision',
+        'loss',
+    )
 
     @classmethod
     def check(cls, config) -> None:

@@ -38,13 +38,11 @@ def predict_matching(model, batch, mode):
 
 
 def predict_text_embeddings(model, batch, mode):
-    del mode  # uni-modal: the same in both modes
-    return {'embedding': model.embed_texts(batch)}
+    return {'embedding': model.embed_texts(batch, mode=mode)}
 
 
 def predict_image_embeddings(model, batch, mode):
-    del mode
-    return {'embedding': model.embed_images(batch)}
+    return {'embedding': model.embed_images(batch, mode=mode)}
 
 
 class RetrievalSet:
