@@ -3,8 +3,9 @@
     train_step(state, batch, *, step_mode) -> (state, metrics)
     eval_step(params, batch, rng, *, mode) -> metrics
 
-A step mode ('single', 'two' or 'both': both model modes on one batch) picks what one train step
-runs; a model mode ('single' or 'two') is how the model encodes (`SemVLP.__call__`).
+A step mode ('single', 'two', 'both': both model modes on one batch, or 'fuse') picks what one
+train step runs; a model mode ('single', 'two' or 'fuse') is how the model encodes
+(`SemVLP.__call__`).
 
 The model enters as an NNX graphdef bound with functools.partial; parameters travel as a plain
 pytree and are merged into the module inside the step.
@@ -35,7 +36,7 @@ from semvlp_jax.objectives.simla import MOMENTUM_OBJECTIVES
 from semvlp_jax.optimizer import ModeAwareOptimizer, modes_of
 from semvlp_jax.simla import momentum as momentum_lib
 from semvlp_jax.simla.queues import FeatureQueues
-from semvlp_jax.simla.targets import Momentum, teacher_targets
+from semvlp_jax.simla.targets import Momentum, queues_or_empty, teacher_targets
 
 # Fields that belong to the image and move with it when ITM swaps in another image.
 FIELDS_SWAPPED_WITH_THE_IMAGE = (
@@ -236,7 +237,7 @@ def train_step(
     microbatches: int = 1,
     momentum: MomentumSettings | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One update in step mode `step_mode` ('single', 'two' or 'both').
+    """One update in step mode `step_mode` ('single', 'two', 'both' or 'fuse').
 
     With `microbatches` k > 1 the gradient is accumulated over k slices of the batch in a
     `lax.scan`; the update equals one step on the whole batch (except for ITC, whose
@@ -260,12 +261,13 @@ def train_step(
         if microbatches != 1:  # config_checks refuses this first, saying why
             raise ValueError('a momentum teacher needs the whole batch in one microbatch')
         names = [name for m in modes for name in objectives[m]]
+        targets = teacher_targets(state.teacher, batch, graphdef=graphdef, names=names)
         distilled = Momentum(
             alpha=momentum_lib.distillation_alpha(
                 state.step, momentum.alpha, momentum.alpha_ramp_steps
             ),
-            queues=state.queues,
-            targets=teacher_targets(state.teacher, batch, graphdef=graphdef, names=names),
+            queues=queues_or_empty(state.queues, targets),
+            targets=targets,
             key=jax.random.fold_in(step_key, NEGATIVES_STREAM),
         )
 
@@ -377,10 +379,9 @@ def eval_step(
     distilled = None
     if own_negatives:  # no teacher here: the model is its own, alpha 0, queues empty
         targets = teacher_targets(params, paired, graphdef=graphdef, names=objectives[mode])
-        dim = targets['itc_momentum']['text'].shape[-1] if 'itc_momentum' in targets else 1
         distilled = Momentum(
             alpha=jnp.zeros((), jnp.float32),
-            queues=FeatureQueues.empty(0, dim),
+            queues=queues_or_empty(None, targets),
             targets=targets,
             key=jax.random.fold_in(rng, NEGATIVES_STREAM),
         )

@@ -350,8 +350,10 @@ def fine_tune_config(module, arg: str):
     return config
 
 
-def test_retrieval_and_vqa_fine_tune_from_a_simla_run(simla_cli_run, tmp_path, caplog):
-    from configs import finetune_retrieval, finetune_vqa
+def test_retrieval_fine_tunes_from_a_simla_run(simla_cli_run, tmp_path, caplog):
+    """Its ITM re-ranks on the fused [CLS], as VQA's and NLVR2's heads read it (their configs
+    in the fuse mode are checked in `test_the_paper_config...`)."""
+    from configs import finetune_retrieval
 
     run, _ = simla_cli_run
     config = fine_tune_config(finetune_retrieval, f'init={run},mode=fuse')
@@ -366,9 +368,6 @@ def test_retrieval_and_vqa_fine_tune_from_a_simla_run(simla_cli_run, tmp_path, c
         assert 0.0 <= value <= 1.0, (key, value)
     assert metrics['val/fuse/retrieval_t2i_r10'] >= metrics['val/fuse/retrieval_t2i_r1']
 
-    config = fine_tune_config(finetune_vqa, f'init={run},mode=fuse')
-    metrics = train.train_and_evaluate(config, str(tmp_path / 'vqa'))
-    assert 0.0 <= metrics['val/fuse/vqa_accuracy'] <= 1.0
 
 
 def test_the_paper_config_takes_simlas_settings_and_the_checkpoint_sizes():
@@ -394,3 +393,48 @@ def test_the_paper_config_takes_simlas_settings_and_the_checkpoint_sizes():
     nlvr2 = finetune_nlvr2.get_config('mode=fuse')
     validate(nlvr2, num_devices=8)
     assert nlvr2.schedule == 'fuse' and 'momentum' not in nlvr2 and nlvr2.init_from
+
+
+def test_the_retrieval_shortlist_reads_the_embeddings_of_the_ranking_mode():
+    """A SIMLA model's shortlist is its own ITC (the caption through the stack, the image
+    [CLS]), not the two-stream mode's bottom layers."""
+    from semvlp_jax.tasks import retrieval
+
+    class RecordingContext:
+        def __init__(self):
+            self.calls = []
+
+        def predict(self, fn, params, mode, count, rows):
+            self.calls.append((fn.__name__, mode))
+            if fn is retrieval.predict_matching:
+                return {'score': np.zeros(count, np.float32)}
+            return {'embedding': np.eye(count, 4, dtype=np.float32)}
+
+    class Gallery:
+        images = {'pixels': np.zeros((3, 2, 2, 3), np.float32)}
+        texts = {'text_ids': np.zeros((6, 4), np.int32)}
+        text_image = np.array([0, 0, 1, 1, 2, 2])
+
+        def pair_rows(self, pairs):
+            return lambda indices: {}
+
+    context = RecordingContext()
+    retrieval.score_matrices(context, None, 'fuse', Gallery(), k=2)
+    assert set(mode for _, mode in context.calls) == {'fuse'}, context.calls
+    assert {name for name, _ in context.calls} == {
+        'predict_text_embeddings',
+        'predict_image_embeddings',
+        'predict_matching',
+    }
+
+
+def test_without_queues_the_contrast_is_over_the_batch(simla_data, simla_batch):
+    config = tiny_simla_config()
+    config.momentum.queue_size = 0
+    mesh = mesh_lib.make_mesh({'data': 1}, devices=jax.devices()[:1])
+    model, state = train.create_model_and_state(config, simla_data.dims, mesh)
+    assert state.queues is None and state.teacher is not None
+    state, metrics = train.jit_train_step(config, model, mesh)(state, simla_batch, step_mode='fuse')
+    assert state.queues is None
+    # 8 rows, each its own image: the in-batch loss starts near log 8.
+    assert abs(float(metrics['fuse/itc_momentum_loss']) - np.log(8)) < 0.5

@@ -28,6 +28,15 @@ class Momentum:
     key: jax.Array  # typed PRNG key: ITM's negative sampling
 
 
+def queues_or_empty(queues: FeatureQueues | None, targets: dict[str, Any]) -> FeatureQueues:
+    """`queues`, or (a run without queues, or evaluation) empty ones of the features' width:
+    the contrast is then over the batch alone."""
+    if queues is not None:
+        return queues
+    features = targets.get('itc_momentum')
+    return FeatureQueues.empty(0, features['text'].shape[-1] if features else 1)
+
+
 def teacher_targets(
     teacher_params, batch, *, graphdef: nnx.GraphDef, names: Iterable[str]
 ) -> dict[str, Any]:

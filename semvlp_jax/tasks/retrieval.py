@@ -96,10 +96,10 @@ def score_matrices(context, params, mode: str, data: RetrievalSet, k: int | None
         ].reshape(num_images, num_texts)
         return scores, scores.T
     texts = context.predict(
-        predict_text_embeddings, params, 'two', num_texts, base.take(data.texts)
+        predict_text_embeddings, params, mode, num_texts, base.take(data.texts)
     )['embedding']
     images = context.predict(
-        predict_image_embeddings, params, 'two', num_images, base.take(data.images)
+        predict_image_embeddings, params, mode, num_images, base.take(data.images)
     )['embedding']
     i2t_pairs, t2i_pairs = shortlist(texts @ images.T, k)
     pairs, where = np.unique(np.concatenate([i2t_pairs, t2i_pairs]), axis=0, return_inverse=True)
