@@ -369,7 +369,6 @@ def test_retrieval_fine_tunes_from_a_simla_run(simla_cli_run, tmp_path, caplog):
     assert metrics['val/fuse/retrieval_t2i_r10'] >= metrics['val/fuse/retrieval_t2i_r1']
 
 
-
 def test_the_paper_config_takes_simlas_settings_and_the_checkpoint_sizes():
     from configs import finetune_nlvr2, simla_pretrain
     from tests.conftest import GOLDEN_BERT
