@@ -16,9 +16,11 @@ from semvlp_jax import objectives as objectives_lib
 from semvlp_jax import schedule as schedule_lib
 from semvlp_jax import tasks as tasks_lib
 from semvlp_jax.data import datasets, synthetic
+from semvlp_jax.data.concepts import ConceptConfig
 from semvlp_jax.data.pixels import Augment
 from semvlp_jax.data.tokenizers import TOKENIZER_KINDS
 from semvlp_jax.errors import ConfigError
+from semvlp_jax.models.concepts import HARD_NEGATIVES, ConceptSettings
 from semvlp_jax.models.embeddings import REGION_NORMS, VISUAL_EMBEDDINGS
 from semvlp_jax.models.encoder import MODES, REMAT_POLICIES
 from semvlp_jax.models.layers import GELUS
@@ -250,6 +252,7 @@ def validate(
     )
     _check_imported_weights(config)
     _check_momentum(config, schedule)
+    _check_staged(config, schedule)
     _check_one_of(config, 'optimizer.decay', ('linear', 'cosine'))
     _check(
         config.optimizer.learning_rate > 0,
@@ -351,6 +354,18 @@ def _check_pixel_model(config: ml_collections.ConfigDict) -> None:
 MOMENTUM_KEYS = ('decay', 'alpha', 'alpha_ramp_steps', 'queue_size')
 
 
+def _check_only_in(config: ml_collections.ConfigDict, names, mode: str) -> None:
+    """The objectives `names` read what only `mode` encodes: listed under another mode, they
+    are refused."""
+    for other, weights in config.objectives.items():
+        misplaced = sorted(set(weights) & set(names)) if other != mode else []
+        _check(
+            not misplaced,
+            f'config.objectives.{other}: {", ".join(misplaced)} run in the {mode} mode only '
+            f'(config.objectives.{mode}, config.schedule={mode})',
+        )
+
+
 def _check_momentum(config: ml_collections.ConfigDict, schedule: schedule_lib.Schedule) -> None:
     """SIMLA's recipe: the momentum teacher and queues (`config.momentum`), the fuse mode, and
     what each of its objectives reads."""
@@ -385,13 +400,7 @@ def _check_momentum(config: ml_collections.ConfigDict, schedule: schedule_lib.Sc
         'config.model.contrastive_dim > 0',
     )
     distilling = sorted(set(fuse) & set(MOMENTUM_OBJECTIVES))
-    for mode, weights in config.objectives.items():
-        misplaced = sorted(set(weights) & set(MOMENTUM_OBJECTIVES)) if mode != 'fuse' else []
-        _check(
-            not misplaced,
-            f'config.objectives.{mode}: {", ".join(misplaced)} run in the fuse mode only '
-            '(config.objectives.fuse, config.schedule=fuse)',
-        )
+    _check_only_in(config, MOMENTUM_OBJECTIVES, 'fuse')
     momentum = config.get('momentum')
     _check(
         not distilling or bool(momentum),
@@ -450,6 +459,101 @@ def _check_momentum(config: ml_collections.ConfigDict, schedule: schedule_lib.Sc
             (config.data.get('patch_mask') or {}).get('count', 0) > 0,
             'config.objectives.fuse.xmm_image needs masked patches: config.data.patch_mask.count '
             '> 0',
+        )
+
+
+# MVPTR's objectives read what only the staged mode encodes (tags, the uni-modal stages'
+# [CLS], the joint stage's rows of pairs).
+STAGED_OBJECTIVES = ('vsc', 'mcr', 'itm_hardest', 'wpg')
+
+
+def _check_staged(config: ml_collections.ConfigDict, schedule: schedule_lib.Schedule) -> None:
+    """MVPTR's recipe: the staged mode, its concepts, and what each of its objectives reads."""
+    model = config.model
+    modes = {mode for step_mode in schedule.modes for mode in modes_of(step_mode)}
+    _check_only_in(config, STAGED_OBJECTIVES, 'staged')
+    settings = dict(model.get('concepts') or {})
+    unknown = sorted(set(settings) - set(ConceptSettings.keys()))
+    _check(
+        not unknown,
+        f'config.model.concepts: unknown key(s) {unknown}; known: {list(ConceptSettings.keys())}',
+    )
+    concepts = ConceptSettings(**settings)
+    _check(
+        concepts.hard_negatives in HARD_NEGATIVES,
+        f'config.model.concepts.hard_negatives={concepts.hard_negatives!r}; expected one of '
+        f'{list(HARD_NEGATIVES)}',
+    )
+    joint = model.num_cross_layers
+    _check(
+        -joint <= concepts.grounding_layer < joint,
+        f'config.model.concepts.grounding_layer={concepts.grounding_layer} must index one of the '
+        f'{joint} joint layers (config.model.num_cross_layers): -{joint}..{joint - 1}',
+    )
+    _check(
+        concepts.grounding_margin >= 0,
+        f'config.model.concepts.grounding_margin={concepts.grounding_margin} must be >= 0',
+    )
+    _check(
+        concepts.grounding_top_k >= 1,
+        f'config.model.concepts.grounding_top_k={concepts.grounding_top_k} must be >= 1',
+    )
+    crossing = sorted(modes & {'two', 'fuse'})
+    _check(
+        model.get('cross_attention', True) or not crossing,
+        f'config.model.cross_attention=False builds no cross-attention blocks, but '
+        f'config.schedule={config.schedule!r} runs {crossing}, which read them',
+    )
+    _check(
+        not model.get('separate_visual_layers', False) or modes == {'staged'},
+        f'config.model.separate_visual_layers: only the staged mode reads the visual layers, but '
+        f'config.schedule={config.schedule!r} runs {sorted(modes)}; use schedule=staged',
+    )
+    data_concepts = config.data.get('concepts')
+    if data_concepts:
+        concept_data = ConceptConfig.of(config.data)  # raises ConfigError naming the key
+        _check(
+            model.visual_input == 'regions',
+            "config.data.concepts: MVPTR's tags are the class names of detector regions; "
+            "they need config.model.visual_input='regions'",
+        )
+        _check(
+            config.data.name == 'synthetic' or bool(concept_data.objects_vocab),
+            'config.data.concepts.objects_vocab is not set: built region features name their '
+            "objects by id; the tags need the detector's objects vocabulary file "
+            '(objects_vocab.txt, one class per line)',
+        )
+    if 'staged' not in modes:
+        return
+    _check(
+        bool(data_concepts),
+        'config.schedule runs the staged mode, which reads object tags and phrase concepts: set '
+        'config.data.concepts (max_tags, max_phrases, ...)',
+    )
+    _check(
+        model.visual_input == 'regions',
+        'the staged mode puts object tags ahead of detector regions: it needs '
+        "config.model.visual_input='regions'",
+    )
+    _check(
+        model.num_cross_layers < model.num_layers,
+        f'the staged mode runs L-K uni-modal layers before K joint ones: config.model.'
+        f'num_cross_layers={model.num_cross_layers} must be < config.model.num_layers '
+        f'({model.num_layers})',
+    )
+    staged = dict(config.objectives.get('staged') or {})
+    contrastive = [name for name in ('vsc', 'itm_hardest') if name in staged]
+    _check(
+        not contrastive or model.get('contrastive_dim', 0) > 0,
+        f'config.objectives.staged.{(contrastive or [""])[0]} reads VSC features: it needs '
+        'config.model.contrastive_dim > 0',
+    )
+    needs = {'wpg': 'max_phrases', 'mcr': 'max_mcr_predictions'}
+    for name, key in needs.items():
+        value = (data_concepts or {}).get(key, 1)
+        _check(
+            name not in staged or value > 0,
+            f'config.objectives.staged.{name} needs config.data.concepts.{key} > 0 (it is {value})',
         )
 
 

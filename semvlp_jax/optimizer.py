@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 
 from semvlp_jax import objectives as objectives_lib
-from semvlp_jax.models.encoder import CROSS_MODAL_ONLY, MODES
+from semvlp_jax.models.encoder import MODE_SPECIFIC, MODES
 
 UNUSED = 'unused'
 NO_DECAY_LEAVES = ('bias', 'scale')  # biases and LayerNorm parameters
@@ -43,15 +43,16 @@ def modes_of(step_mode: str) -> tuple[str, ...]:
 
 def labelled_modes(objectives: Mapping[str, Mapping[str, float]]) -> tuple[str, ...]:
     """The modes parameter groups are labelled over: SemVLP's single and two always (so a
-    fine-tune in either mode labels its parameters alike), fuse when the config runs it."""
-    return tuple(m for m in MODES if m != 'fuse' or objectives.get('fuse'))
+    fine-tune in either mode labels its parameters alike), fuse and staged when the config runs
+    them."""
+    return tuple(m for m in MODES if m in ('single', 'two') or objectives.get(m))
 
 
 def _readers(model: nnx.Module, objectives: Mapping[str, Mapping[str, float]]) -> dict:
     """{module path: modes that read it} for the modules whose readers are declared.
 
     A head (a top-level module of a class some registered objective declares) is read by the
-    modes whose objectives declare its class; a module of a `CROSS_MODAL_ONLY` class by the
+    modes whose objectives declare its class; a module of a `MODE_SPECIFIC` class by the
     modes listed there.
     """
     declared = {cls for o in objectives_lib.OBJECTIVES.values() for cls in o.heads}
@@ -74,7 +75,7 @@ def _readers(model: nnx.Module, objectives: Mapping[str, Mapping[str, float]]) -
                 if classes & set(objectives_lib.get(objective).heads)
             }
     for path, module in nnx.iter_modules(model):
-        for cls, modes in CROSS_MODAL_ONLY.items():
+        for cls, modes in MODE_SPECIFIC.items():
             if isinstance(module, cls):
                 readers[path] = set(modes)
     return readers
@@ -161,7 +162,8 @@ class ModeAwareOptimizer:
         return opt_state[GROUPS].inner_states
 
     def apply(self, grads, opt_state, params, *, step_mode: str):
-        """One update in train-step mode `step_mode` ('single', 'two', 'both' or 'fuse')."""
+        """One update in train-step mode `step_mode` ('single', 'two', 'both', 'fuse' or
+        'staged')."""
         updates, new_state = self.tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         active = set(modes_of(step_mode))

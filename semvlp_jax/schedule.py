@@ -9,6 +9,7 @@ uninterrupted one without saving anything beyond the step.
   two        always two-stream
   both       one step runs both modes on the same batch and sums their losses
   fuse       always the fuse mode (SIMLA: one text stack cross-attending to a vision tower)
+  staged     always the staged mode (MVPTR: uni-modal layers, then joint layers)
   every:N    N steps single, then N steps two, and so on
 """
 
@@ -18,9 +19,10 @@ import dataclasses
 
 import numpy as np
 
-SCHEDULES = ('alternate', 'random', 'single', 'two', 'both', 'fuse', 'every:N')
-# Schedules of one step mode throughout ('fuse': SIMLA's recipe, see models/encoder.py).
-CONSTANT = ('single', 'two', 'both', 'fuse')
+SCHEDULES = ('alternate', 'random', 'single', 'two', 'both', 'fuse', 'staged', 'every:N')
+# Schedules of one step mode throughout ('fuse', SIMLA's, and 'staged', MVPTR's: see
+# models/encoder.py).
+CONSTANT = ('single', 'two', 'both', 'fuse', 'staged')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -192,7 +192,12 @@ def _train_and_evaluate(config, workdir: epath.Path, schedule) -> dict[str, floa
                 state = state.with_params(params)  # Adam's initial state does not depend on them
                 logging.info('initialised from %s: %s', config.init_from, report.summary())
             elif config.get('init_bert'):
-                params, report = hf_bert.load_bert(config.init_bert, state.params, config.model)
+                params, report = hf_bert.load_bert(
+                    config.init_bert,
+                    state.params,
+                    config.model,
+                    extra_rows=data.dims.num_phrases,  # MVPTR's phrases after BERT's words
+                )
                 state = state.with_params(params)
                 logging.info('initialised from BERT %s: %s', config.init_bert, report.summary())
             if config.get('init_vit'):  # with or without init_bert; config_checks refuses init_from

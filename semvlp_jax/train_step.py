@@ -3,8 +3,9 @@
     train_step(state, batch, *, step_mode) -> (state, metrics)
     eval_step(params, batch, rng, *, mode) -> metrics
 
-A step mode ('single', 'two', 'both': both model modes on one batch, or 'fuse') picks what one
-train step runs; a model mode ('single', 'two' or 'fuse') is how the model encodes
+A step mode ('single', 'two', 'both': both model modes on one batch, 'fuse' or 'staged') picks
+what one train step runs; a model mode ('single', 'two', 'fuse' or 'staged') is how the model
+encodes
 (`SemVLP.__call__`).
 
 The model enters as an NNX graphdef bound with functools.partial; parameters travel as a plain
@@ -32,7 +33,6 @@ from flax import nnx
 from semvlp_jax import diagnostics
 from semvlp_jax import objectives as objectives_lib
 from semvlp_jax.objectives.losses import Ratio
-from semvlp_jax.objectives.simla import MOMENTUM_OBJECTIVES
 from semvlp_jax.optimizer import ModeAwareOptimizer, modes_of
 from semvlp_jax.simla import momentum as momentum_lib
 from semvlp_jax.simla.queues import FeatureQueues
@@ -52,6 +52,11 @@ FIELDS_SWAPPED_WITH_THE_IMAGE = (
     'patch_mask',
     'patch_positions',
     'patch_weights',
+    'tag_ids',
+    'tag_mask',
+    'mcr_positions',
+    'mcr_targets',
+    'mcr_weights',
 )
 
 
@@ -112,9 +117,10 @@ class MomentumSettings:
 
 
 def makes_its_own_negatives(objectives: Mapping[str, float]) -> bool:
-    """SIMLA's objectives pair every text with its own image (ITM's negatives are sampled by
-    `itm_hard` itself), so a mode that runs them gets no swapped images."""
-    return any(name in MOMENTUM_OBJECTIVES for name in objectives)
+    """SIMLA's and MVPTR's objectives pair every text with its own image (`itm_hard` and
+    `itm_hardest` pick ITM's negatives themselves), so a mode that runs them gets no swapped
+    images."""
+    return any(objectives_lib.get(name).own_negatives for name in objectives)
 
 
 def make_itm_pairs(
@@ -166,14 +172,17 @@ def objective_terms(
     graphdef: nnx.GraphDef,
     objectives: Mapping[str, Mapping[str, float]],
     momentum: Momentum | None = None,
+    sample_key: jax.Array | None = None,
 ) -> tuple[dict[str, Ratio], dict[str, Ratio]]:
     """Loss terms (keyed `<objective>/<i>`) and metrics of `mode`'s objectives, as Ratios.
 
-    `rng=None` evaluates without dropout; `momentum` is the teacher's part (SIMLA).
+    `rng=None` evaluates without dropout; `momentum` is the teacher's part (SIMLA);
+    `sample_key` keys the objectives' own draws (`Encoded.sample_key`).
     """
     model = nnx.merge(graphdef, params)
     encoded = model(batch, mode=mode, rngs=None if rng is None else nnx.Rngs(dropout=rng))
     encoded.momentum = momentum
+    encoded.sample_key = sample_key
     terms, metrics = {}, {}
     for name in objectives[mode]:
         losses, extra = objectives_lib.get(name).fn(model, encoded, batch)
@@ -268,8 +277,8 @@ def train_step(
             ),
             queues=queues_or_empty(state.queues, targets),
             targets=targets,
-            key=jax.random.fold_in(step_key, NEGATIVES_STREAM),
         )
+    sample_key = jax.random.fold_in(step_key, NEGATIVES_STREAM)
 
     def loss_fn(params, batch, rngs, counts):
         total, aux = jnp.zeros((), jnp.float32), {}
@@ -282,6 +291,7 @@ def train_step(
                 graphdef=graphdef,
                 objectives=objectives,
                 momentum=distilled,
+                sample_key=sample_key,
             )
             mode_counts = None if counts is None else counts[model_mode]
             total += weighted_loss(terms, objectives[model_mode], mode_counts)
@@ -331,7 +341,8 @@ def train_step(
     return _update(state, (params, opt_state, teacher, queues), metrics)
 
 
-# fold_in(step key, this) keys ITM's negative sampling (the step key's splits are older streams).
+# fold_in(step key, this) keys the objectives' own draws (ITM's negatives, grounding picks; the
+# step key's splits are older streams).
 NEGATIVES_STREAM = 1
 
 
@@ -383,8 +394,8 @@ def eval_step(
             alpha=jnp.zeros((), jnp.float32),
             queues=queues_or_empty(None, targets),
             targets=targets,
-            key=jax.random.fold_in(rng, NEGATIVES_STREAM),
         )
+    sample_key = jax.random.fold_in(rng, NEGATIVES_STREAM)
     terms, metrics = objective_terms(
         params,
         paired,
@@ -393,10 +404,11 @@ def eval_step(
         graphdef=graphdef,
         objectives=objectives,
         momentum=distilled,
+        sample_key=sample_key,
     )
     summary = summarise(terms, metrics, objectives[mode])
     if with_diagnostics:
-        if mode != 'fuse':  # the alignment diagnostics read SemVLP's modes' attention
+        if mode in ('single', 'two'):  # the alignment diagnostics read SemVLP's modes' attention
             summary.update(diagnostics.alignment(nnx.merge(graphdef, params), batch, mode))
         for name in objectives[mode]:
 
@@ -410,6 +422,7 @@ def eval_step(
                     graphdef=graphdef,
                     objectives=one,
                     momentum=distilled,
+                    sample_key=sample_key,
                 )
                 return weighted_loss(terms, one[mode])
 

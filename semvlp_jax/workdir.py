@@ -5,6 +5,7 @@
       corrupt_checkpoints/     damaged checkpoints moved aside
       tokenizer/               the run's tokenizer file (trained or copied at the first start)
       answers.json             pre-training QA answer list (built data), fixed at the first start
+      phrases.json             MVPTR phrase vocabulary (`config.data.concepts`), fixed likewise
       <task>/                  a downstream task's files (answer list, results, submissions)
       tensorboard/             TensorBoard scalars
       train_history.jsonl      one line per logged training window
@@ -58,6 +59,10 @@ class RunDir:
     @property
     def pretraining_answers(self) -> epath.Path:
         return self.root / 'answers.json'
+
+    @property
+    def phrases(self) -> epath.Path:
+        return self.root / 'phrases.json'
 
     @property
     def tensorboard(self) -> epath.Path:

@@ -80,29 +80,59 @@ def tiny_data(tmp_path_factory):
     )
 
 
+def overridden(config, overrides: dict):
+    """`config` with dotted-key `overrides` applied, as `--config.<key>=<value>` would."""
+    for key, value in overrides.items():
+        *parents, leaf = key.split('.')
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config
+
+
+def compiled_training(config, dims, batch, axes: dict):
+    """(model, initial state, jitted train step, `batch` on the mesh) of `config` on a mesh of
+    `axes` over the first devices."""
+    from semvlp_jax import train
+    from semvlp_jax.parallel import mesh as mesh_lib
+    from semvlp_jax.parallel import sharding
+
+    devices = jax.devices()[: int(np.prod(list(axes.values())))]
+    mesh = mesh_lib.make_mesh(axes, devices=devices)
+    model, state = train.create_model_and_state(config, dims, mesh)
+    step = train.jit_train_step(config, model, mesh)
+    return model, state, step, jax.device_put(batch, sharding.batch_sharding(mesh))
+
+
+def override_flags(overrides: dict) -> tuple[str, ...]:
+    """The command-line flags of `overrides`."""
+    return tuple(f'--config.{key}={value}' for key, value in overrides.items())
+
+
 # Two fake CPU devices for command-line runs: the mesh code runs, and the subprocess starts
 # quickly. The compilation cache set above is inherited.
 CLI_ENV = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
 
 
-def cli_command(workdir, *overrides) -> list[str]:
-    """`python -m semvlp_jax.main` on the demo config, as a user types it."""
+def cli_command(workdir, *overrides, config: str = 'configs/demo.py') -> list[str]:
+    """`python -m semvlp_jax.main` on `config` (the demo's by default), as a user types it."""
     return [
         sys.executable,
         '-m',
         'semvlp_jax.main',
         '--config',
-        str(ROOT / 'configs/demo.py'),
+        str(ROOT / config),
         '--workdir',
         str(workdir),
         *overrides,
     ]
 
 
-def run_cli(workdir, *overrides) -> subprocess.CompletedProcess:
+def run_cli(workdir, *overrides, config: str = 'configs/demo.py') -> subprocess.CompletedProcess:
     """`cli_command` to its end, its output captured."""
     return subprocess.run(
-        cli_command(workdir, *overrides),
+        cli_command(workdir, *overrides, config=config),
         cwd=ROOT,
         env=CLI_ENV,
         capture_output=True,

@@ -23,12 +23,19 @@ from semvlp_jax.data import pipeline
 from semvlp_jax.errors import ConfigError
 from semvlp_jax.models.semvlp import SemVLP, unmasked_text_ids
 from semvlp_jax.parallel import mesh as mesh_lib
-from semvlp_jax.parallel import sharding
 from semvlp_jax.progress import read_history
 from semvlp_jax.simla import momentum as momentum_lib
 from semvlp_jax.simla.targets import teacher_targets
 from semvlp_jax.train_step import make_itm_pairs
-from tests.conftest import CLI_ENV, ROOT
+from tests.conftest import (
+    CLI_ENV,
+    ROOT,
+    cli_command,
+    compiled_training,
+    overridden,
+    override_flags,
+    run_cli,
+)
 
 # The tiny SIMLA as command-line overrides of configs/simla_demo.py (the in-process tests apply
 # the same ones), so the command-line runs and the in-process steps share compiled programs.
@@ -58,7 +65,7 @@ TINY_SIMLA = {
 }
 CLI_STEPS = 30
 CLI_FLAGS = (
-    *(f'--config.{key}={value}' for key, value in TINY_SIMLA.items()),
+    *override_flags(TINY_SIMLA),
     f'--config.total_steps={CLI_STEPS}',
     '--config.log_every=1',
     '--config.checkpoint_every=5',
@@ -67,14 +74,7 @@ CLI_FLAGS = (
 
 
 def tiny_simla_config():
-    config = simla_demo.get_config()
-    for key, value in TINY_SIMLA.items():
-        *parents, leaf = key.split('.')
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return config
+    return overridden(simla_demo.get_config(), TINY_SIMLA)
 
 
 @pytest.fixture(scope='module')
@@ -133,13 +133,8 @@ def test_the_fuse_mode_passes_read_what_simla_says(simla_data, simla_batch):
 
 
 def simla_run(data, batch, axes, preset, steps=2, then_nan=False):
-    config = tiny_simla_config()
-    config.parallel.preset = preset
-    devices = jax.devices()[: int(np.prod(list(axes.values())))]
-    mesh = mesh_lib.make_mesh(axes, devices=devices)
-    model, state = train.create_model_and_state(config, data.dims, mesh)
-    step = train.jit_train_step(config, model, mesh)
-    batch = jax.device_put(batch, sharding.batch_sharding(mesh))
+    config = overridden(tiny_simla_config(), {'parallel.preset': preset})
+    model, state, step, batch = compiled_training(config, data.dims, batch, axes)
     states, metrics = [jax.device_get(state)], []
     for _ in range(steps):
         state, step_metrics = step(state, batch, step_mode='fuse')
@@ -224,13 +219,7 @@ def test_teacher_and_queues_follow_the_formula_and_fsdp_equals_one_device(simla_
     ],
 )
 def test_the_recipe_config_checks_name_the_key(overrides, message):
-    config = tiny_simla_config()
-    for key, value in overrides.items():
-        *parents, leaf = key.split('.')
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
+    config = overridden(tiny_simla_config(), overrides)
     with pytest.raises(ConfigError, match=message):
         validate(config, num_devices=1)
 
@@ -251,19 +240,7 @@ def test_the_recipe_objectives_need_the_fuse_mode_and_a_teacher():
 
 
 def simla_command(workdir) -> list[str]:
-    import sys
-
-    config = str(ROOT / 'configs/simla_demo.py')
-    return [
-        sys.executable,
-        '-m',
-        'semvlp_jax.main',
-        '--config',
-        config,
-        '--workdir',
-        str(workdir),
-        *CLI_FLAGS,
-    ]
+    return cli_command(workdir, *CLI_FLAGS, config='configs/simla_demo.py')
 
 
 def losses_by_step(workdir) -> dict[int, dict]:
@@ -279,9 +256,7 @@ def final_state(workdir):
 def simla_cli_run(tmp_path_factory):
     """configs/simla_demo.py (tiny) through `python -m semvlp_jax.main`, uninterrupted."""
     workdir = tmp_path_factory.mktemp('simla_cli_run')
-    result = subprocess.run(
-        simla_command(workdir), cwd=ROOT, env=CLI_ENV, capture_output=True, text=True, timeout=900
-    )
+    result = run_cli(workdir, *CLI_FLAGS, config='configs/simla_demo.py')
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir, result.stdout
 
@@ -322,9 +297,7 @@ def test_simla_demo_through_the_cli_resumes_bit_identically_after_sigkill(simla_
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=600)
     assert read_history(path)[-1]['step'] < CLI_STEPS, 'the run ended before the kill'
-    result = subprocess.run(
-        simla_command(resumed), cwd=ROOT, env=CLI_ENV, capture_output=True, text=True, timeout=900
-    )
+    result = run_cli(resumed, *CLI_FLAGS, config='configs/simla_demo.py')
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'resumed from the checkpoint at step' in result.stderr
     got = losses_by_step(resumed)

@@ -37,6 +37,10 @@ from semvlp_jax.data.build_report import BuildReport, load_report
 from semvlp_jax.data.image_index import ImageIndex
 
 DATASET_VERSION = '1.1.0'
+# Caption datasets (their records gained MVPTR's `phrases`): a dataset built before reads as not
+# built, with the command that rebuilds it, rather than failing to decode. The others keep
+# DATASET_VERSION, so region features need no rebuild.
+CAPTION_DATASET_VERSION = '1.2.0'
 VISUAL_SPLIT = 'images'  # the one split of a visual (region or image-file) dataset
 
 # How a split's records are read: on_bad -> (key, record) pairs.
@@ -84,6 +88,7 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         '1.0.0': 'First release.',
         '1.1.0': 'Schemas derived from the record types: ids as text, VQA answer confidences.',
+        '1.2.0': 'Caption records carry MVPTR phrases (caption datasets only).',
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put the raw files in the manual directory (see the builder).'
     # 'regions', 'images', 'captions' or 'text': which builder options apply (the CLI checks
@@ -98,7 +103,7 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def __init__(self, *, data_dir: str | Path | None = None, skip_bad: bool = False, **kwargs):
         self.skip_bad = skip_bad
-        self.report = BuildReport(self.name, version=DATASET_VERSION)
+        self.report = BuildReport(self.name, version=str(self.VERSION))
         kwargs.setdefault('file_format', 'array_record')
         super().__init__(data_dir=None if data_dir is None else str(data_dir), **kwargs)
 
@@ -136,7 +141,7 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Writes what belongs beside the records, into the not yet renamed directory."""
 
     def _download_and_prepare(self, dl_manager, download_config=None) -> None:
-        self.report = BuildReport(self.name, version=DATASET_VERSION)
+        self.report = BuildReport(self.name, version=str(self.VERSION))
         super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
         # self.data_dir is tfds's temporary directory until this returns: files written now
         # appear together with the records.
@@ -268,6 +273,7 @@ class _TextBuilder(_Builder, skip_registration=True):
 
 class _CaptionBuilder(_TextBuilder, skip_registration=True):
     KIND = 'captions'
+    VERSION = tfds.core.Version(CAPTION_DATASET_VERSION)
 
     def __init__(self, *, images: bool = False, **kwargs):
         self.images = images
@@ -419,7 +425,7 @@ def open_dataset(name: str, data_dir: str | Path) -> tfds.core.DatasetBuilder:
     builder = builder_class(name)(data_dir=data_dir)
     if not is_built(builder):
         raise FileNotFoundError(
-            f'dataset {name} {DATASET_VERSION} is not built in {data_dir}; build it with: '
+            f'dataset {name} {builder.version} is not built in {data_dir}; build it with: '
             f'{build_command(name, data_dir)}'
         )
     return builder

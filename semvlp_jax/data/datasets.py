@@ -71,26 +71,32 @@ def visual_records(data_dir: str, name: str, holds: str) -> tuple[Records, Image
 
 @dataclasses.dataclass
 class Scan:
-    """What one pass over a split finds: its image ids and its answers' frequencies."""
+    """What one pass over a split finds: its image ids, its answers' frequencies and its
+    phrases' (MVPTR's, of caption records that carry them: {phrase tuple: captions it is in})."""
 
     image_ids: set[str]
     answers: collections.Counter
+    phrases: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
 def scan(data_dir: str, name: str, split: str) -> Scan:
     """Reads every record of a split once (before training: a question whose image has no
     features must fail now, not hours in). Answers are each question's one answer
     (`multiple_choice_answer` of VQA, `answer` of GQA), normalised the way the official VQA
-    evaluator normalises them (one answer space for both); other datasets have none."""
+    evaluator normalises them (one answer space for both); other datasets have none. Phrases
+    are counted once per caption that has them (the phrase vocabulary keeps those seen in
+    enough captions)."""
     start = time.time()
     source = records(data_dir, name, split)
-    image_ids, answers = set(), collections.Counter()
+    image_ids, answers, phrases = set(), collections.Counter(), collections.Counter()
     for index in range(len(source)):
         record = source[index]
         image_ids.update(record.image_ids)
         answer = _answer(record)
         if answer is not None:
             answers[normalize_answer(answer)] += 1
+        if isinstance(record, records_lib.CaptionRecord) and record.phrases:
+            phrases.update(set(record.phrase_tuples))
     logging.info(
         'Scanned %s:%s: %d records, %d images in %.1fs',
         name,
@@ -99,7 +105,7 @@ def scan(data_dir: str, name: str, split: str) -> Scan:
         len(image_ids),
         time.time() - start,
     )
-    return Scan(image_ids, answers)
+    return Scan(image_ids, answers, phrases)
 
 
 def _answer(record: records_lib.Record) -> str | None:

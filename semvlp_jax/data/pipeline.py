@@ -22,6 +22,15 @@ import numpy as np
 
 from semvlp_jax.data import datasets, masking, pixels, synthetic
 from semvlp_jax.data.answers import answer_scores
+from semvlp_jax.data.concepts import (
+    OBJECTS_VOCAB_KEY,
+    ConceptConfig,
+    ConceptFields,
+    ObjectNames,
+    PhraseVocabulary,
+    run_phrases,
+    scene_tags,
+)
 from semvlp_jax.data.dims import DataDims, data_dims
 from semvlp_jax.data.images import (
     PIXELS_NEED_AN_IMAGE_DATASET,
@@ -33,6 +42,7 @@ from semvlp_jax.data.input_workers import batch_iterator
 from semvlp_jax.data.pixels import PixelTransform
 from semvlp_jax.data.records import CaptionRecord, GqaRecord, VqaRecord
 from semvlp_jax.data.regions import RegionStore
+from semvlp_jax.data.synthetic_language import Phrase, caption_phrases
 from semvlp_jax.data.tokenizers import Tokenizer
 from semvlp_jax.data.vocabularies import fixed_answers, run_tokenizer
 from semvlp_jax.errors import ConfigError
@@ -151,14 +161,26 @@ def image_fields(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Concepts:
+    """What MVPTR's concepts make of an example (`config.data.concepts`): the text's phrases
+    (none for a question) and the image's tags."""
+
+    phrases: Sequence[Phrase]
+    tags: Sequence[str]
+
+
 class PretrainingExample:
-    """(text, answer scores, image) + rng -> one masked pre-training example."""
+    """(text, answer scores, image) + rng -> one masked pre-training example; with
+    `config.data.concepts` (MVPTR) also the text's phrases and the image's tags (see
+    `concepts.ConceptFields` for the fields they add and change)."""
 
     def __init__(
         self,
         tokenizer: Tokenizer,
         config: ml_collections.ConfigDict,
         visual: RegionFields | PatchFields,
+        phrases: PhraseVocabulary | None = None,
     ):
         self.encode = TextEncoder(tokenizer, config.max_text_len)
         self.config = config
@@ -166,6 +188,12 @@ class PretrainingExample:
         self.mask_id = tokenizer.mask_id
         self.special_ids = np.array(sorted(tokenizer.special_ids))
         self.random_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), self.special_ids)
+        settings = ConceptConfig.of(config)
+        if settings is not None and phrases is None:
+            raise ValueError('config.data.concepts is set: a PretrainingExample needs the phrases')
+        self.concepts = (
+            ConceptFields(tokenizer, phrases, settings, config) if settings is not None else None
+        )
 
     def __call__(
         self,
@@ -175,10 +203,28 @@ class PretrainingExample:
         image: dict[str, np.ndarray],
         image_key: int,
         rng: np.random.Generator,
+        concepts: Concepts | None = None,
     ) -> dict[str, np.ndarray]:
         """`image` holds what `self.visual` reads (region arrays, or uint8 `pixels`); `scores`
         the [num_answers] QA targets; `image_key` an int32 that only this image has among the
-        batch's (see `image_key`)."""
+        batch's (see `image_key`); `concepts` the text's phrases and the image's tags (needed
+        with `config.data.concepts`)."""
+        if self.concepts is not None:
+            if concepts is None:
+                raise ValueError('config.data.concepts is set: an example needs its concepts')
+            text_fields = self.concepts.text(text, concepts.phrases, rng)
+            text_fields.update(self.concepts.tags(concepts.tags, rng))
+        else:
+            text_fields = self._text(text, rng)
+        return {
+            **text_fields,
+            **self.visual(image, rng),
+            'is_question': np.int32(is_question),
+            'answer_scores': scores.astype(np.float32, copy=False),
+            'image_key': np.int32(image_key),
+        }
+
+    def _text(self, text: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
         c = self.config
         ids, text_mask = self.encode(text)
         eligible = text_mask.astype(bool) & ~np.isin(ids, self.special_ids)
@@ -197,10 +243,6 @@ class PretrainingExample:
             'mlm_positions': words.positions,
             'mlm_targets': words.targets,
             'mlm_weights': words.weights,
-            **self.visual(image, rng),
-            'is_question': np.int32(is_question),
-            'answer_scores': scores.astype(np.float32, copy=False),
-            'image_key': np.int32(image_key),
         }
 
 
@@ -223,10 +265,12 @@ class SceneExample:
         answers: Sequence[str],
         config: ml_collections.ConfigDict,
         visual: RegionFields | PatchFields,
+        phrases: PhraseVocabulary | None = None,
     ):
-        self.make = PretrainingExample(tokenizer, config, visual)
+        self.make = PretrainingExample(tokenizer, config, visual, phrases)
         self.question_fraction = config.question_fraction
         self.answer_index = {a: i for i, a in enumerate(answers)}
+        self.with_concepts = self.make.concepts is not None
 
     def __call__(self, scene: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
         is_question = rng.random() < self.question_fraction and len(scene['questions']) > 0
@@ -237,12 +281,21 @@ class SceneExample:
         else:
             text = scene['captions'][rng.integers(len(scene['captions']))]
             scores = np.zeros(len(self.answer_index), np.float32)
-        return self.make(text, scores, is_question, scene, image_key(scene['image_id']), rng)
+        key = image_key(scene['image_id'])
+        if not self.with_concepts:
+            return self.make(text, scores, is_question, scene, key, rng)
+        found = Concepts(
+            phrases=[] if is_question else caption_phrases(text),
+            tags=scene_tags(scene['object_labels']),
+        )
+        return self.make(text, scores, is_question, scene, key, rng, found)
 
 
 class RecordExample:
     """grain random-map transform: (a caption or question record of a built dataset, its
-    image) + rng -> one pre-training example."""
+    image) + rng -> one pre-training example. With `config.data.concepts` (MVPTR) its concepts
+    are the caption record's phrases (a question has none) and the tags `object_names` gives
+    the image's region object ids (`image['object_labels']`, the regions the example shows)."""
 
     def __init__(
         self,
@@ -250,9 +303,14 @@ class RecordExample:
         answers: Sequence[str],
         config: ml_collections.ConfigDict,
         visual: RegionFields | PatchFields,
+        phrases: PhraseVocabulary | None = None,
+        object_names: ObjectNames | None = None,
     ):
-        self.make = PretrainingExample(tokenizer, config, visual)
+        self.make = PretrainingExample(tokenizer, config, visual, phrases)
         self.answer_index = {a: i for i, a in enumerate(answers)}
+        if self.make.concepts is not None and object_names is None:
+            raise ValueError('config.data.concepts is set: a RecordExample needs object names')
+        self.object_names = object_names if self.make.concepts is not None else None
 
     def __call__(
         self,
@@ -262,7 +320,14 @@ class RecordExample:
         record, image = element
         text, answers = pretraining_text(record)
         scores = answer_scores(answers, self.answer_index)
-        return self.make(text, scores, bool(answers), image, image_key(record.image_id), rng)
+        key = image_key(record.image_id)
+        if self.object_names is None:
+            return self.make(text, scores, bool(answers), image, key, rng)
+        found = Concepts(
+            phrases=record.phrase_tuples if isinstance(record, CaptionRecord) else (),
+            tags=self.object_names.tags(image['object_labels'], record.image_id),
+        )
+        return self.make(text, scores, bool(answers), image, key, rng, found)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,7 +370,8 @@ def _at(labels: np.ndarray, masked: masking.Masked) -> np.ndarray:
 
 
 # Validation masks words and regions at BERT's and LXMERT's 15% whatever the training rates
-# (`data.mlm_prob`, `data.mop_prob`), so masked-token accuracy means one thing across configs.
+# (`data.mlm_prob`, `data.mop_prob`; with concepts also tags and phrases, `data.concepts.mcr_prob`
+# and `phrase_mask_prob`), so masked-token accuracy means one thing across configs.
 EVAL_MASK_PROB = 0.15
 
 
@@ -313,6 +379,8 @@ def eval_masking(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`data` with the validation masking rates."""
     data = ml_collections.ConfigDict(data.to_dict())
     data.update(mlm_prob=EVAL_MASK_PROB, mop_prob=EVAL_MASK_PROB)
+    if data.get('concepts'):
+        data.concepts.update(mcr_prob=EVAL_MASK_PROB, phrase_mask_prob=EVAL_MASK_PROB)
     return data
 
 
@@ -322,6 +390,7 @@ class PretrainingData:
     val: list[dict[str, np.ndarray]]  # fixed batches: the same examples and masks at every eval
     dims: DataDims
     tokenizer: Tokenizer
+    phrases: PhraseVocabulary | None = None  # with config.data.concepts (MVPTR)
 
 
 def process_share(
@@ -407,12 +476,19 @@ def synthetic_pretraining(
     if pixel_input is not None:
         scenes = synthetic.with_pixels(scenes, pixel_input.image_size)
     tokenizer = run_tokenizer(data, workdir, init_bert=init_bert)
+    phrases = None
+    if ConceptConfig.of(data) is not None:
+        phrases = run_phrases(data, workdir, tokenizer, is_writer=process_index == 0)
     val_data = eval_masking(data)
     to_example = SceneExample(
-        tokenizer, synthetic.ANSWERS, data, image_fields(data, pixel_input, train=True)
+        tokenizer, synthetic.ANSWERS, data, image_fields(data, pixel_input, train=True), phrases
     )
     to_val_example = SceneExample(
-        tokenizer, synthetic.ANSWERS, val_data, image_fields(val_data, pixel_input, train=False)
+        tokenizer,
+        synthetic.ANSWERS,
+        val_data,
+        image_fields(val_data, pixel_input, train=False),
+        phrases,
     )
     shares = dict(process_index=process_index, process_count=process_count)
     train = shuffled_batches(
@@ -428,7 +504,9 @@ def synthetic_pretraining(
         synthetic.SyntheticScenes(scenes, 'val', data.num_val)
     ).random_map(to_val_example, seed=seed + 1)
     val = list(local_batches(val, batch_size, **shares))
-    return PretrainingData(train, val, data_dims(data, tokenizer.vocab_size), tokenizer)
+    num_phrases = len(phrases) if phrases is not None else None
+    dims = data_dims(data, tokenizer.vocab_size, num_phrases=num_phrases)
+    return PretrainingData(train, val, dims, tokenizer, phrases)
 
 
 def built_pretraining(
@@ -454,7 +532,17 @@ def built_pretraining(
     The answer vocabulary (question sources' answers seen `data.answer_min_count` times) is
     written to WORKDIR/answers.json at the first start and read back on resume. Validation is
     the first `eval_examples` of the same mixture over each source's `val_split`.
+
+    MVPTR's concepts (`data.concepts`): each caption's phrases are those its record carries
+    (MVPTR's caption records), kept when in the run's phrase vocabulary, counted over every
+    source's training split at the first start and fixed in WORKDIR/phrases.json; an image's
+    tags are the class names (`concepts.objects_vocab`) of its regions' object ids. Tags come
+    from detector regions, so concepts need them (not pixels).
     """
+    settings = ConceptConfig.of(data)
+    object_names = None
+    if settings is not None:
+        object_names = _object_names(data, settings, pixel_input)
     tokenizer = run_tokenizer(data, workdir, init_bert=init_bert)
     names = sorted(data.sources)
     store = _image_store(data, names, pixel_input)
@@ -476,12 +564,31 @@ def built_pretraining(
         'data.answer_min_count',
         is_writer=process_index == 0,
     )
+    phrases = None
+    if settings is not None:
+        phrases = run_phrases(
+            data,
+            workdir,
+            tokenizer,
+            is_writer=process_index == 0,
+            counts=lambda: _training_phrases(scans, settings),
+        )
     val_data = eval_masking(data)
     to_example = RecordExample(
-        tokenizer, answers, data, image_fields(data, pixel_input, train=True)
+        tokenizer,
+        answers,
+        data,
+        image_fields(data, pixel_input, train=True),
+        phrases,
+        object_names,
     )
     to_val_example = RecordExample(
-        tokenizer, answers, val_data, image_fields(val_data, pixel_input, train=False)
+        tokenizer,
+        answers,
+        val_data,
+        image_fields(val_data, pixel_input, train=False),
+        phrases,
+        object_names,
     )
 
     def mixture(key: str, shuffled: bool) -> grain.MapDataset:
@@ -515,8 +622,53 @@ def built_pretraining(
         )
     val = val[:eval_examples].random_map(to_val_example, seed=seed + 1)
     val = list(local_batches(val, batch_size, **shares))
-    dims = data_dims(data, tokenizer.vocab_size, num_answers=len(answers))
-    return PretrainingData(train, val, dims, tokenizer)
+    num_phrases = len(phrases) if phrases is not None else None
+    dims = data_dims(data, tokenizer.vocab_size, num_answers=len(answers), num_phrases=num_phrases)
+    return PretrainingData(train, val, dims, tokenizer, phrases)
+
+
+def _training_phrases(
+    scans: dict[tuple[str, str], datasets.Scan], settings: ConceptConfig
+) -> collections.Counter:
+    """{phrase: training captions it is in} over every source's `split` (at a run's first
+    start, before the vocabulary is fixed); ConfigError when phrase slots are configured but no
+    phrase would be kept, rather than fixing an empty vocabulary in the workdir."""
+    counts = sum(
+        (scan.phrases for (_, key), scan in sorted(scans.items()) if key == 'split'),
+        collections.Counter(),
+    )
+    if settings.max_phrases and max(counts.values(), default=0) < settings.phrase_min_count:
+        sources = sorted({name for name, key in scans if key == 'split'})
+        raise ConfigError(
+            f'config.data.concepts.max_phrases={settings.max_phrases}, but no phrase is seen in '
+            f'phrase_min_count={settings.phrase_min_count} or more training captions of '
+            f'config.data.sources ({", ".join(sources)}): phrases come from caption records '
+            "with MVPTR's 'phrases' field; set max_phrases=0 to train without them"
+        )
+    return counts
+
+
+def _object_names(
+    data: ml_collections.ConfigDict, settings: ConceptConfig, pixel_input: PixelInput | None
+) -> ObjectNames:
+    """The names MVPTR's tags are made of on built data, checked before anything is read:
+    regions, not pixels; a vocabulary file that names every object id the region store
+    passes (ids below `data.num_object_labels`), so no example can meet an unnamed one."""
+    if pixel_input is not None:
+        raise ConfigError(
+            "config.data.concepts with config.model.visual_input='patches': MVPTR's tags are "
+            'the class names of detector regions, and pixels have none; use visual_input='
+            "'regions' with a region dataset (config.data.regions)"
+        )
+    if not settings.objects_vocab:
+        raise ConfigError(
+            f'{OBJECTS_VOCAB_KEY} is not set: on built data the tags are the class names of the '
+            "regions' object ids; point it at the Visual Genome objects_vocab.txt of the "
+            'features (line i names object id i)'
+        )
+    names = ObjectNames.read(settings.objects_vocab)
+    names.check_covers(data.num_object_labels)
+    return names
 
 
 def _image_store(

@@ -68,16 +68,38 @@ class ImageRecord(_OfOneImage):
     image: bytes
 
 
+# Joins the words of one stored phrase (`CaptionRecord.phrases`): the ASCII unit separator,
+# made for separating fields inside text, never part of a caption's word (readers refuse one
+# that holds it).
+PHRASE_SEPARATOR = '\x1f'
+
+
+def phrase_text(words) -> str:
+    """One phrase as `CaptionRecord.phrases` stores it: its words joined by PHRASE_SEPARATOR."""
+    return PHRASE_SEPARATOR.join(words)
+
+
 @dataclasses.dataclass(frozen=True)
 class CaptionRecord(_OfOneImage):
     """One caption of one image. `caption_index` is its position among its image's captions in
-    the file; `image` the encoded image file when built with --images, else empty."""
+    the file; `image` the encoded image file when built with --images, else empty.
+
+    `phrases` are MVPTR's scene-graph phrases of the caption (PAPERS.md §2.3), as the file
+    gives them (caption records with a `phrases` field; other files have none): each an
+    object, (object, attribute) or (subject, relation, object), stored as one string of its
+    1-3 words joined by PHRASE_SEPARATOR (a flat tuple of text is what the stored schema
+    holds as it holds VQA's answers); `phrase_tuples` gives them as tuples of words."""
 
     image_id: str
     caption: str
     caption_index: int
     image_path: str = ''
     image: bytes = b''
+    phrases: tuple[str, ...] = ()
+
+    @property
+    def phrase_tuples(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(tuple(phrase.split(PHRASE_SEPARATOR)) for phrase in self.phrases)
 
 
 @dataclasses.dataclass(frozen=True)

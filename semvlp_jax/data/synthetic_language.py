@@ -150,6 +150,93 @@ def captions(rng: np.random.Generator, objects: list[SceneObject], count: int) -
     return [captions[i % len(captions)] for i in range(count)]
 
 
+# --- Phrases --------------------------------------------------------------------------------
+
+Phrase = tuple[str, ...]
+_SINGULARS: dict[str, str] = {plural: shape for shape, plural in PLURALS.items()}
+_ARTICLES = ('a', 'an')
+
+
+class _NotInGrammar(ValueError):
+    pass
+
+
+def caption_phrases(caption: str) -> list[Phrase]:
+    """MVPTR's scene-graph phrases of a caption of `captions()`, in order of first appearance
+    (repeats dropped): objects ``(shape,)``, attribute-object pairs ``(shape, size)`` and
+    ``(shape, colour)`` (MVPTR's [obj, attr] order) and relation triples ``(subject shape,
+    relation, object shape)``.
+
+    Noun phrase by noun phrase in caption order, each gives its object, then its attributes in
+    the order written; a relation's triple comes after its object's noun phrase (where it is
+    complete). A plural names its shape ("two circles" gives ``('circle',)``); "two red shapes"
+    and "there are three objects" name no shape and give nothing. Parses only; draws no random
+    numbers. ValueError (naming the caption) for text outside the grammar.
+    """
+    try:
+        return list(dict.fromkeys(_parse_caption(caption.split())))
+    except _NotInGrammar as error:
+        raise ValueError(f'caption {caption!r} is outside the synthetic grammar: {error}') from None
+
+
+def _parse_caption(words: list[str]) -> list[Phrase]:
+    if words[:2] == ['there', 'are']:
+        if len(words) == 4 and words[2] in NUMBER_WORDS and words[3] == 'objects':
+            return []
+        raise _NotInGrammar('a count caption is "there are <number> objects"')
+    prefixed = words[:2] == ['there', 'is']
+    if prefixed:
+        words = words[2:]
+    for start in range(len(words)):
+        for relation in RELATIONS:
+            length = len(relation.split())
+            if words[start : start + length] == relation.split():
+                subject, subject_phrases = _noun_phrase_parse(words[:start])
+                obj, object_phrases = _noun_phrase_parse(words[start + length :])
+                return [*subject_phrases, *object_phrases, (subject, relation, obj)]
+    if prefixed:
+        raise _NotInGrammar('"there is" starts a relation caption, and none is named')
+    phrases: list[Phrase] = []
+    part: list[str] = []
+    for word in [*words, 'and']:
+        if word != 'and':
+            part.append(word)
+            continue
+        phrases += _group_part_parse(part)
+        part = []
+    return phrases
+
+
+def _group_part_parse(words: list[str]) -> list[Phrase]:
+    """One part of a group caption: a noun phrase, "two circles" or "two red shapes"."""
+    if words and words[0] in _ARTICLES:
+        return _noun_phrase_parse(words)[1]
+    if len(words) == 2 and words[0] in NUMBER_WORDS and words[1] in _SINGULARS:
+        return [(_SINGULARS[words[1]],)]
+    if len(words) == 3 and words[0] in NUMBER_WORDS and words[1] in COLOURS:
+        if words[2] == 'shapes':
+            return []
+    raise _NotInGrammar(
+        f'{" ".join(words)!r} is not a noun phrase, "<number> <plural>" or '
+        '"<number> <colour> shapes"'
+    )
+
+
+def _noun_phrase_parse(words: list[str]) -> tuple[str, list[Phrase]]:
+    """ "a [size] [colour] shape" -> (shape, its phrases)."""
+    rest = list(words)
+    if not rest or rest.pop(0) not in _ARTICLES:
+        raise _NotInGrammar(f'{" ".join(words)!r} is not "a [size] [colour] shape"')
+    attributes = []
+    for values in (SIZES, COLOURS):
+        if rest and rest[0] in values:
+            attributes.append(rest.pop(0))
+    if len(rest) != 1 or rest[0] not in SHAPES:
+        raise _NotInGrammar(f'{" ".join(words)!r} is not "a [size] [colour] shape"')
+    shape = rest[0]
+    return shape, [(shape,), *((shape, attribute) for attribute in attributes)]
+
+
 # --- Questions ------------------------------------------------------------------------------
 
 

@@ -10,6 +10,10 @@ fuse:   one stream of queries (the text, or for SIMLA's image-side pass the patc
         (the other modality's states, which the layers do not update), then the FFN. K = L is
         SIMLA's single BERT with cross-attention in every layer; K < L is ALBEF's text layers
         followed by fusion layers. `SemVLP` builds the fuse mode's passes (`fuse`).
+staged: MVPTR's plan: the bottom L-K layers run each modality alone (the uni-modal stage; the
+        visual sequence through layers of its own with `separate_visual_layers`), then the top K
+        layers run joint self-attention over both stages' outputs (the cross-modal stage).
+        `SemVLP` builds the mode from `unimodal` and `joint`.
 
 The bottom L-K layers of the two-stream mode see one modality only, so `unimodal` runs them on
 text or image alone: uni-modal embeddings for contrastive learning and retrieval shortlists,
@@ -30,8 +34,8 @@ from flax import nnx
 
 from semvlp_jax.models.layers import BERT_NUMERICS, Attention, FeedForward, Numerics
 
-Mode = Literal['single', 'two', 'fuse']
-MODES: tuple[Mode, ...] = ('single', 'two', 'fuse')
+Mode = Literal['single', 'two', 'fuse', 'staged']
+MODES: tuple[Mode, ...] = ('single', 'two', 'fuse', 'staged')
 # Which way a fuse-mode pass attends: text queries over image states, or image queries over text.
 Direction = Literal['text_to_image', 'image_to_text']
 
@@ -81,12 +85,6 @@ class CrossAttention(nnx.Module):
         if direction == 'text_to_image' or self.image_to_text is None:
             return self.text_to_image(queries, context, context_mask, rngs)
         return self.image_to_text(queries, context, context_mask, rngs)
-
-
-# Module types that only the cross-modal modes read (`EncoderLayer.single` skips them), with those
-# modes: the optimizer finds them in the model and gives their parameters no update in a step
-# whose modes do not read them.
-CROSS_MODAL_ONLY: dict[type[nnx.Module], tuple[Mode, ...]] = {CrossAttention: ('two', 'fuse')}
 
 
 class EncoderLayer(nnx.Module):
@@ -142,6 +140,26 @@ class EncoderLayer(nnx.Module):
         return self.feed_forward(x, rngs)
 
 
+class VisualStage(nnx.Module):
+    """MVPTR's visual encoder: L-K layers of its own (no cross-attention) that the staged mode
+    runs the visual sequence through, where the text runs through the shared bottom layers
+    (`config.model.separate_visual_layers`). Unrolled (`layers/<i>`) or one scanned stack
+    (`stack`), as the encoder is."""
+
+    def __init__(self, size: int, make_layer: Callable[[nnx.Rngs], EncoderLayer], rngs, scan):
+        self.size = size
+        self.stack = _stacked(size, make_layer, rngs) if scan else None
+        self.layers = None if scan else nnx.List([make_layer(rngs) for _ in range(size)])
+
+
+# Module types that only some modes read, with those modes: the optimizer finds them in the
+# model and gives their parameters no update in a step whose modes do not read them.
+MODE_SPECIFIC: dict[type[nnx.Module], tuple[Mode, ...]] = {
+    CrossAttention: ('two', 'fuse'),
+    VisualStage: ('staged',),
+}
+
+
 @dataclasses.dataclass
 class EncoderOutput:
     """Final and per-layer hidden states, split back into the two modalities in both modes.
@@ -181,8 +199,12 @@ class SharedEncoder(nnx.Module):
         remat: str = 'none',
         scan_layers: bool = False,
         numerics: Numerics = BERT_NUMERICS,
+        cross_attention: bool = True,
+        separate_visual_layers: bool = False,
     ):
         # 1 <= num_cross_layers <= num_layers and a known remat policy: config_checks.validate.
+        # `cross_attention=False` builds the top K layers without the block (MVPTR's joint
+        # layers need none); `separate_visual_layers` adds the staged mode's `VisualStage`.
         self.remat = remat
         self.num_unimodal_layers = num_layers - num_cross_layers
 
@@ -192,7 +214,7 @@ class SharedEncoder(nnx.Module):
                 num_heads,
                 mlp_size,
                 dropout_rate,
-                with_cross_attention,
+                with_cross_attention and cross_attention,
                 share_cross_attention,
                 rngs=rngs,
                 dtype=dtype,
@@ -214,13 +236,23 @@ class SharedEncoder(nnx.Module):
         else:
             self.stack_sizes = self.stacks = None
             self.layers = nnx.List([layer(i >= first_cross, rngs) for i in range(num_layers)])
+        self.visual_stage = (
+            VisualStage(
+                self.num_unimodal_layers, functools.partial(layer, False), rngs, scan_layers
+            )
+            if separate_visual_layers
+            else None
+        )
 
     def __call__(self, text, text_mask, image, image_mask, *, mode: Mode, rngs) -> EncoderOutput:
         if mode == 'single':
             return self._single(text, text_mask, image, image_mask, rngs)
         if mode == 'two':
             return self._two(text, text_mask, image, image_mask, rngs)
-        raise ValueError(f'mode {mode!r}: the encoder runs single or two here (fuse: `fuse`)')
+        raise ValueError(
+            f'mode {mode!r}: the encoder runs single or two here (fuse: `fuse`; staged: '
+            '`unimodal` then `joint`)'
+        )
 
     def fuse(
         self,
@@ -242,19 +274,35 @@ class SharedEncoder(nnx.Module):
         return self._run(step, queries, rngs)
 
     def unimodal(
-        self, x: jax.Array, mask: jax.Array, *, rngs, all_layers: bool = False
+        self,
+        x: jax.Array,
+        mask: jax.Array,
+        *,
+        rngs,
+        all_layers: bool = False,
+        visual: bool = False,
     ) -> jax.Array:
         """One modality's states [batch, len, hidden] after the bottom L-K layers (which carry no
         cross-attention): exactly what the two-stream mode computes there. K = L gives `x`.
 
         `all_layers`: through every layer's self-attention and FFN, cross-attention skipped: a
-        BERT encoder's computation (`SemVLP.encode_text`)."""
+        BERT encoder's computation (`SemVLP.encode_text`). `visual`: the staged mode's visual
+        sequence, through the `VisualStage` when the encoder has one."""
 
         def step(layer, x, rngs):
             return layer.single(x, mask, rngs)
 
-        x, _ = self._run(step, x, rngs, bottom_only=not all_layers)
+        part = 'all' if all_layers else 'bottom'
+        if visual and self.visual_stage is not None:
+            part = 'visual'
+        x, _ = self._run(step, x, rngs, part=part)
         return x
+
+    def joint(self, text, text_mask, image, image_mask, *, rngs) -> EncoderOutput:
+        """The staged mode's cross-modal stage: the top K layers run joint self-attention over the
+        concatenated uni-modal outputs (cross-attention skipped). The layers' lists hold the K
+        joint layers' outputs."""
+        return self._single(text, text_mask, image, image_mask, rngs, part='top')
 
     def layer(self, index: int) -> EncoderLayer:
         """Layer `index` (bottom is 0) as a module of its own, in either layout (a scanned
@@ -269,29 +317,40 @@ class SharedEncoder(nnx.Module):
             first += size
         raise IndexError(f'layer {index} out of range for {first} layers')
 
-    def _run(
-        self, step: Callable, carry: Any, rngs, *, bottom_only: bool = False
-    ) -> tuple[Any, list[Any]]:
-        """Runs `step(layer, carry, rngs) -> carry` through every layer, bottom first (only
-        through the L-K layers without cross-attention if `bottom_only`).
+    def _pieces(self, part: str) -> list:
+        """What `part` of the encoder runs, bottom first: EncoderLayer modules (unrolled layout)
+        or (size, stack) pairs (scanned). `all`, `bottom` (the L-K layers without
+        cross-attention), `top` (the K layers above them), or `visual` (the `VisualStage`)."""
+        bottom = self.num_unimodal_layers
+        if part == 'visual':
+            stage = self.visual_stage
+            return list(stage.layers) if stage.layers is not None else [(stage.size, stage.stack)]
+        if self.layers is not None:
+            layers = list(self.layers)
+            return {'all': layers, 'bottom': layers[:bottom], 'top': layers[bottom:]}[part]
+        stacks = list(zip(self.stack_sizes, self.stacks))
+        if part == 'all':
+            return stacks
+        # With L-K bottom layers the first stack holds them and the second the top K.
+        if part == 'bottom':
+            return stacks[:1] if bottom else []
+        return stacks[-1:]
+
+    def _run(self, step: Callable, carry: Any, rngs, *, part: str = 'all') -> tuple[Any, list[Any]]:
+        """Runs `step(layer, carry, rngs) -> carry` through the layers of `part` (see `_pieces`),
+        bottom first.
 
         Returns the final carry and the carry after each layer.
         """
         if self.remat != 'none':
             step = nnx.remat(step, policy=REMAT_POLICIES[self.remat])
-        if self.layers is not None:
-            after = []
-            layers = self.layers[: self.num_unimodal_layers] if bottom_only else self.layers
-            for layer in layers:
-                carry = step(layer, carry, rngs)
-                after.append(carry)
-            return carry, after
-
         after = []
-        stacks = list(zip(self.stack_sizes, self.stacks))
-        if bottom_only:  # the first stack holds the L-K bottom layers, when there are any
-            stacks = stacks[:1] if self.num_unimodal_layers else []
-        for size, stack in stacks:
+        for piece in self._pieces(part):
+            if isinstance(piece, EncoderLayer):
+                carry = step(piece, carry, rngs)
+                after.append(carry)
+                continue
+            size, stack = piece
 
             @nnx.scan(in_axes=(0, nnx.Carry, 0), out_axes=(nnx.Carry, 0))
             def scan(layer, carry, rngs):
@@ -304,14 +363,14 @@ class SharedEncoder(nnx.Module):
             after += [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(size)]
         return carry, after
 
-    def _single(self, text, text_mask, image, image_mask, rngs) -> EncoderOutput:
+    def _single(self, text, text_mask, image, image_mask, rngs, part='all') -> EncoderOutput:
         image_len = image.shape[1]
         mask = jnp.concatenate([image_mask, text_mask], axis=1)
 
         def step(layer, x, rngs):
             return layer.single(x, mask, rngs)
 
-        x, after = self._run(step, jnp.concatenate([image, text], axis=1), rngs)
+        x, after = self._run(step, jnp.concatenate([image, text], axis=1), rngs, part=part)
         return EncoderOutput(
             text=x[:, image_len:],
             image=x[:, :image_len],

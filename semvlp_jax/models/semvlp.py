@@ -9,6 +9,10 @@ the caption alone through the stack gives the text feature; with a patch head an
 the masked image's tokens run through the same stack as queries over the caption's
 embedding-layer output (the image-side reconstruction pass). `Encoded.fusion` keeps what further
 fused passes need (ITM's pairs, the keyword attention).
+
+The staged mode is MVPTR's plan: the caption (words, then its phrase concepts) and the visual
+sequence (`[CLS] object tags [SEP]`, then the regions) each through the uni-modal layers, then
+the text and the regions (and the tags with `concepts.keep_tags`) through the joint layers.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import ml_collections
 from flax import nnx
 
 from semvlp_jax.data.dims import DataDims
+from semvlp_jax.models.concepts import ConceptSettings
 from semvlp_jax.models.embeddings import VISUAL_EMBEDDINGS, TextEmbeddings
 from semvlp_jax.models.encoder import Mode, SharedEncoder
 from semvlp_jax.models.heads import (
@@ -35,21 +40,25 @@ from semvlp_jax.models.heads import (
     PatchHead,
     Pooler,
 )
-from semvlp_jax.models.layers import Numerics, masked_mean
+from semvlp_jax.models.layers import IMAGE_TYPE, Numerics, masked_mean
 from semvlp_jax.simla import visual_tokenizer
 
 
 @dataclasses.dataclass
 class Fusion:
-    """The fuse mode's inputs, for passes an objective adds (rows of pairs it picks): the
-    unmasked caption's embedding-layer output [rows, text_len, hidden], the unmasked image's
-    tokens [rows, image_len, hidden], their masks, and the dropout rngs of the step."""
+    """The inputs of the passes an objective adds over rows of pairs it picks (`SemVLP.match`).
+
+    fuse: the unmasked caption's embedding-layer output [rows, text_len, hidden], the unmasked
+    image's tokens [rows, image_len, hidden]. staged: the text's and the image's uni-modal
+    outputs (what enters the joint layers). With their masks, the dropout rngs of the step and
+    the mode they belong to."""
 
     caption: jax.Array
     text_mask: jax.Array
     image: jax.Array
     image_mask: jax.Array
     rngs: nnx.Rngs | None
+    mode: Mode = 'fuse'
 
 
 @dataclasses.dataclass
@@ -71,6 +80,14 @@ class Encoded:
     a patch head and a patch mask; else None), `fusion` the inputs of further fused passes.
     `momentum`: the teacher's targets for this batch (`simla.targets.Momentum`), set by the
     train step for the objectives that distil; None otherwise.
+
+    In the staged mode: `text` and `image` are the joint stage's outputs (`image` the regions,
+    then the tags with `keep_tags`), `text_layers`/`image_layers` the K joint layers' outputs,
+    `unimodal_text` and `unimodal_image` the text's and the visual sequence's [CLS] after the
+    uni-modal stage, `tags` [rows, tag_len, hidden] the tag segment's uni-modal outputs.
+
+    `sample_key`: a key for the objectives' own draws (hard negatives, grounding picks), set
+    per step by the train and eval steps; None when nothing set one.
     """
 
     text: jax.Array
@@ -84,6 +101,8 @@ class Encoded:
     masked_image: jax.Array | None = None
     fusion: Fusion | None = None
     momentum: Any = None
+    tags: jax.Array | None = None
+    sample_key: jax.Array | None = None
 
 
 class SemVLP(nnx.Module):
@@ -114,7 +133,13 @@ class SemVLP(nnx.Module):
             remat=config.remat,
             scan_layers=config.scan_layers,
             numerics=numerics,
+            cross_attention=config.get('cross_attention', True),
+            separate_visual_layers=config.get('separate_visual_layers', False),
         )
+        # Phrase concepts extend the vocabulary after the words; word predictions (MLM, masked
+        # tags) score the words only.
+        self.num_words = dims.vocab_size - dims.num_phrases
+        self.concepts = ConceptSettings.from_config(config)
         self.pooler = Pooler(hidden, rngs=rngs)
         self.mlm_head = MaskedLanguageModelHead(
             hidden, dims.vocab_size, rngs=rngs, numerics=numerics
@@ -163,6 +188,8 @@ class SemVLP(nnx.Module):
         batch = one_row_per_image(batch)
         if mode == 'fuse':
             return self._fuse(batch, rngs)
+        if mode == 'staged':
+            return self._staged(batch, rngs)
         text_in = self.text_embeddings(batch['text_ids'], rngs)
         image_in, image_mask = self.visual_embeddings(batch, self.text_embeddings.token_type, rngs)
         out = self.encoder(text_in, batch['text_mask'], image_in, image_mask, mode=mode, rngs=rngs)
@@ -173,6 +200,12 @@ class SemVLP(nnx.Module):
         else:
             unimodal_text = self.encoder.unimodal(text_in, batch['text_mask'], rngs=rngs)
             unimodal_image = self.encoder.unimodal(image_in, image_mask, rngs=rngs)
+        unimodal_image = masked_mean(unimodal_image.astype(jnp.float32), image_mask)
+        return self._encoded(out, image_mask, unimodal_text[:, 0], unimodal_image)
+
+    def _encoded(self, out, image_mask, unimodal_text, unimodal_image, **more) -> Encoded:
+        """`Encoded` of an encoder output whose text and image rows both reach the heads, with
+        the uni-modal features [rows, hidden] and `more` fields."""
         # Heads, logits and losses run in float32 whatever the encoder's compute dtype.
         text, image = out.text.astype(jnp.float32), out.image.astype(jnp.float32)
         return Encoded(
@@ -182,8 +215,9 @@ class SemVLP(nnx.Module):
             image_pooled=masked_mean(image, image_mask),
             text_layers=out.text_layers,
             image_layers=out.image_layers,
-            unimodal_text=unimodal_text[:, 0].astype(jnp.float32),
-            unimodal_image=masked_mean(unimodal_image.astype(jnp.float32), image_mask),
+            unimodal_text=unimodal_text.astype(jnp.float32),
+            unimodal_image=unimodal_image.astype(jnp.float32),
+            **more,
         )
 
     def _fuse(self, batch: dict, rngs: nnx.Rngs | None) -> Encoded:
@@ -223,15 +257,50 @@ class SemVLP(nnx.Module):
             fusion=Fusion(caption, text_mask, image, image_mask, rngs),
         )
 
+    def _visual_stage(self, batch: dict, rngs) -> tuple[jax.Array, jax.Array]:
+        """The staged mode's visual sequence `[CLS] tags [SEP] regions` (tags through the word
+        embeddings as type-1 tokens) after the uni-modal stage, and its mask."""
+        tag_ids = batch['tag_ids']
+        tags = self.text_embeddings(tag_ids, rngs, jnp.full_like(tag_ids, IMAGE_TYPE))
+        regions, region_mask = self.visual_embeddings(batch, self.text_embeddings.token_type, rngs)
+        visual = jnp.concatenate([tags, regions.astype(tags.dtype)], axis=1)
+        mask = jnp.concatenate([batch['tag_mask'], region_mask.astype(batch['tag_mask'].dtype)], 1)
+        return self.encoder.unimodal(visual, mask, rngs=rngs, visual=True), mask
+
+    def _staged(self, batch: dict, rngs: nnx.Rngs | None) -> Encoded:
+        text_mask = batch['text_mask']
+        text_in = self.text_embeddings(batch['text_ids'], rngs)
+        text = self.encoder.unimodal(text_in, text_mask, rngs=rngs)
+        visual, visual_mask = self._visual_stage(batch, rngs)
+        tag_len = batch['tag_ids'].shape[1]
+        # Regions first, so that `image[:, :regions]` are the regions with or without the tags;
+        # the order means nothing to attention (no positions are added past the embeddings).
+        image, image_mask = visual[:, tag_len:], visual_mask[:, tag_len:]
+        if self.concepts.keep_tags:  # all but the visual [CLS], as MVPTR's `use_b`
+            image = jnp.concatenate([image, visual[:, 1:tag_len]], axis=1)
+            image_mask = jnp.concatenate([image_mask, visual_mask[:, 1:tag_len]], axis=1)
+        out = self.encoder.joint(text, text_mask, image, image_mask, rngs=rngs)
+        return self._encoded(
+            out,
+            image_mask,
+            text[:, 0],
+            visual[:, 0],
+            tags=visual[:, :tag_len].astype(jnp.float32),
+            fusion=Fusion(text, text_mask, image, image_mask, rngs, mode='staged'),
+        )
+
     def match(self, fusion: Fusion, text_rows: jax.Array, image_rows: jax.Array) -> jax.Array:
         """Pooled fused outputs [pairs, hidden] of caption `text_rows[p]` with image
-        `image_rows[p]` (fuse mode; ITM's positives and negatives)."""
+        `image_rows[p]` (fuse and staged modes; ITM's positives and negatives)."""
         text, image = (
             jnp.take(fusion.caption, text_rows, 0),
             jnp.take(fusion.image, image_rows, 0),
         )
         text_mask = jnp.take(fusion.text_mask, text_rows, 0)
         image_mask = jnp.take(fusion.image_mask, image_rows, 0)
+        if fusion.mode == 'staged':
+            joint = self.encoder.joint(text, text_mask, image, image_mask, rngs=fusion.rngs)
+            return self.pooler(joint.text.astype(jnp.float32))
         out, _ = self.encoder.fuse(
             text, text_mask, image, image_mask, direction='text_to_image', rngs=fusion.rngs
         )
@@ -276,7 +345,11 @@ class SemVLP(nnx.Module):
     def embed_images(self, batch: dict, mode: Mode = 'two') -> jax.Array:
         """Contrastive unit vectors [batch, dim] of images alone (region_* fields or pixels):
         `Encoded.unimodal_image` in `mode` (single and two: the mean state after the bottom L-K
-        layers; fuse: the vision tower's [CLS])."""
+        layers; fuse: the vision tower's [CLS]; staged: the visual sequence's [CLS] after the
+        uni-modal stage)."""
+        if mode == 'staged':
+            visual, _ = self._visual_stage(batch, None)
+            return self.contrastive_head.embed_image(visual[:, 0].astype(jnp.float32))
         image, mask = self.visual_embeddings(batch, self.text_embeddings.token_type, None)
         if mode == 'fuse':
             return self.contrastive_head.embed_image(image[:, 0].astype(jnp.float32))
@@ -292,7 +365,7 @@ IMAGE_RANKS = {'region_mask': 1, 'pixels': 3}
 
 
 def is_image_field(key: str) -> bool:
-    return key.startswith('region_') or key in PIXEL_FIELDS
+    return key.startswith(('region_', 'tag_')) or key in PIXEL_FIELDS
 
 
 def unmasked_text_ids(batch: dict) -> jax.Array:

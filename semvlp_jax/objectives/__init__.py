@@ -3,6 +3,7 @@
 from semvlp_jax.objectives import (  # noqa: F401  (registers the objectives)
     contrastive,  # itc
     downstream,  # nlvr2
+    mvptr,  # vsc, mcr, itm_hardest, wpg
     semvlp,  # mlm, mop, itm, qa
     simla,  # itc_momentum, itm_hard, xmm_text, xmm_image, psl
 )

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from semvlp_jax.models.heads import ContrastiveHead
-from semvlp_jax.objectives.losses import weighted_mean
+from semvlp_jax.objectives.losses import Ratio, weighted_mean
 from semvlp_jax.objectives.registry import register
 
 
@@ -22,8 +22,18 @@ def image_text_contrastive(model, encoded, batch):
     """Only matched caption pairs take part: an ITM negative's image also sits in its own row, so
     it would be a duplicate column, and questions do not describe their image."""
     head = model.contrastive_head
-    text = head.embed_text(encoded.unimodal_text)
-    image = head.embed_image(encoded.unimodal_image)
+    loss, accuracy = symmetric_contrastive(
+        head.embed_text(encoded.unimodal_text),
+        head.embed_image(encoded.unimodal_image),
+        head.inverse_temperature(),
+        batch,
+    )
+    return (loss,), {'itc_accuracy': accuracy}
+
+
+def symmetric_contrastive(text, image, scale, batch) -> tuple[Ratio, Ratio]:
+    """Symmetric in-batch InfoNCE of unit vectors text [batch, dim] and image [batch, dim] with
+    logit scale `scale`, over the matched caption rows; (loss, text-to-image accuracy)."""
     weights = batch['is_matched'].astype(jnp.float32) * (1 - batch['is_question'])
     size = weights.shape[0]
     labels = jnp.arange(size)
@@ -33,9 +43,9 @@ def image_text_contrastive(model, encoded, batch):
     keys = batch.get('image_key', labels)
     same_image = (keys[:, None] == keys[None, :]) & (labels[:, None] != labels[None, :])
     excluded = jnp.where((weights[None, :] > 0) & ~same_image, 0.0, -1e9)
-    logits = head.inverse_temperature() * text @ image.T
+    logits = scale * text @ image.T
     text_to_image = optax.softmax_cross_entropy_with_integer_labels(logits + excluded, labels)
     image_to_text = optax.softmax_cross_entropy_with_integer_labels(logits.T + excluded, labels)
     loss = (text_to_image + image_to_text) / 2
     correct = jnp.argmax(logits + excluded, axis=-1) == labels
-    return (weighted_mean(loss, weights),), {'itc_accuracy': weighted_mean(correct, weights)}
+    return weighted_mean(loss, weights), weighted_mean(correct, weights)

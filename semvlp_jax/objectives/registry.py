@@ -10,6 +10,10 @@ mode touches. The function itself reaches its heads as attributes (`model.mlm_he
 An objective that distils from the momentum teacher (SIMLA's) also registers `teacher`, a
 function of the same signature run on the teacher's model and encoding, without gradient: what
 it returns reaches the objective as `encoded.momentum.targets[name]` (`simla/targets.py`).
+
+An objective that makes its own ITM negatives (`own_negatives`: SIMLA's and MVPTR's pair every
+text with its own image and pick the negatives themselves) tells the train step to swap no
+images in the modes that run it; its draws use `encoded.sample_key`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class Objective:
     fn: ObjectiveFn
     heads: tuple[type[nnx.Module], ...]  # classes of the model's top-level modules it reads
     teacher: Callable[..., Any] | None = None  # (teacher model, its encoding, batch) -> targets
+    own_negatives: bool = False  # pairs every text with its own image; picks its negatives
 
 
 OBJECTIVES: dict[str, Objective] = {}
@@ -50,13 +55,14 @@ def register(
     *,
     heads: tuple[type[nnx.Module], ...],
     teacher: Callable[..., Any] | None = None,
+    own_negatives: bool = False,
 ):
     """Decorator: `@register('mlm', heads=(MaskedLanguageModelHead,))`."""
 
     def wrap(fn: ObjectiveFn) -> ObjectiveFn:
         if name in OBJECTIVES:
             raise ValueError(f'objective {name!r} registered twice')
-        OBJECTIVES[name] = Objective(name, fn, heads, teacher)
+        OBJECTIVES[name] = Objective(name, fn, heads, teacher, own_negatives)
         return fn
 
     return wrap

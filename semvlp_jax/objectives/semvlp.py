@@ -26,9 +26,10 @@ def _matched(batch) -> jnp.ndarray:
 
 @register('mlm', heads=(MaskedLanguageModelHead,))
 def masked_language_modelling(model, encoded, batch):
-    """Cross-entropy at masked text positions only; decoder tied to the word embeddings."""
+    """Cross-entropy at masked text positions only; decoder tied to the word embeddings. With
+    phrase concepts (MVPTR) the logits span the words only (a phrase is never a target)."""
     hidden = gather_positions(encoded.text, batch['mlm_positions'])
-    logits = model.mlm_head(hidden, model.text_embeddings.word)
+    logits = model.mlm_head(hidden, model.text_embeddings.word)[..., : model.num_words]
     weights = batch['mlm_weights'] * _matched(batch)[:, None]
     loss, accuracy = weighted_cross_entropy(logits, batch['mlm_targets'], weights)
     return (loss,), {'mlm_accuracy': accuracy}

@@ -72,14 +72,14 @@ def momentum_contrastive(model, encoded, batch):
     return (weighted_mean(loss, weights),), {'itc_accuracy': weighted_mean(accuracy, weights)}
 
 
-@register('itm_hard', heads=(MatchingHead,))
+@register('itm_hard', heads=(MatchingHead,), own_negatives=True)
 def hard_negative_matching(model, encoded, batch):
     """Each text with its image, with one negative image and each image with one negative text
     sampled from the in-batch contrastive softmax (never the positive, never another caption of
     the same image): 3B fused pairs, label 1 for the first B."""
     features = _unit_features(model, encoded)
     similarity = features['text'] @ features['image'].T / _temperature(model)
-    picked = negatives.sample_hard_negatives(similarity, batch['image_key'], encoded.momentum.key)
+    picked = negatives.sample_hard_negatives(similarity, batch['image_key'], encoded.sample_key)
     rows = jnp.arange(similarity.shape[0])
     text_rows = jnp.concatenate([rows, rows, picked.text_for_image])
     image_rows = jnp.concatenate([rows, picked.image_for_text, rows])

@@ -37,8 +37,9 @@ class EvalFigures:
         self.context = context
         self.metrics = tasks.get(config.task.name).table_metrics
         self.layer = config.model.num_layers - 1
-        # The attention figure draws region boxes: synthetic scenes read as regions only.
-        draws_regions = config.model.visual_input == 'regions'
+        # The attention figure draws region boxes: synthetic scenes read as regions only, in
+        # SemVLP's modes (not yet MVPTR's staged one, whose examples carry concepts).
+        draws_regions = config.model.visual_input == 'regions' and not config.data.get('concepts')
         self.example = (
             attention.validation_example(config, tokenizer, EXAMPLE)
             if config.data.name == 'synthetic' and draws_regions

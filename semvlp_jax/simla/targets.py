@@ -1,5 +1,5 @@
-"""What the momentum teacher gives a SIMLA step: the distillation weight, the feature queues,
-the teacher's targets for this batch, and the key ITM samples its negatives with.
+"""What the momentum teacher gives a SIMLA step: the distillation weight, the feature queues and
+the teacher's targets for this batch.
 
 The train step runs the teacher (the EMA parameters, no dropout) once on the batch in the fuse
 mode and asks each objective that registered a `teacher` function for its targets; all of it
@@ -25,7 +25,6 @@ class Momentum:
     alpha: jax.Array  # float32 scalar: the teacher's share of every soft target
     queues: FeatureQueues
     targets: dict[str, Any]  # objective name -> what its `teacher` function returned
-    key: jax.Array  # typed PRNG key: ITM's negative sampling
 
 
 def queues_or_empty(queues: FeatureQueues | None, targets: dict[str, Any]) -> FeatureQueues:

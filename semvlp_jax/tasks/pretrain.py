@@ -36,6 +36,10 @@ class Pretrain(Task):
             'xmm_text',
             'xmm_image',
             'psl',
+            'vsc',
+            'mcr',
+            'itm_hardest',
+            'wpg',
         }
     )
     itm_negatives = True
@@ -50,6 +54,10 @@ class Pretrain(Task):
         'xmm_text_accuracy',
         'xmm_image_accuracy',
         'psl_precision',
+        # MVPTR's (staged mode)
+        'vsc_accuracy',
+        'mcr_accuracy',
+        'wpg_accuracy',
         'loss',
     )
 

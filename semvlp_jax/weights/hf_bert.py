@@ -7,7 +7,10 @@ and output bias; in both models the decoder is the word-embedding table). Names 
 without the `bert.` prefix (`BertForPreTraining` / `BertModel.save_pretrained`) and with
 LayerNorm `gamma/beta` or `weight/bias`; PyTorch Linear weights are [out, in], our kernels
 [in, out]. The position table keeps BERT's first `max_text_len` rows: a text never reaches the
-others.
+others. A word table grown by MVPTR's phrase concepts (`extra_rows`, appended after BERT's
+vocabulary) takes BERT's rows first and keeps its initialisation in the rest; the same for the
+MLM output bias. The staged mode's visual layers (`encoder/visual_stage`) start from the same
+BERT layers as the shared bottom layers.
 
 Whatever the table does not account for is an error listing the names: a tensor it needs that
 the file lacks, a tensor no entry takes, a shape that does not fit (with a hint when it is the
@@ -167,8 +170,9 @@ class BertConfig:
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """One tensor: BERT's name (no `bert.` prefix, LayerNorm weight/bias), our leaf path in the
-    unrolled layout, and how it converts: `copy`, `linear` (transposed) or `rows` (our first
-    rows of BERT's table)."""
+    unrolled layout, and how it converts: `copy`, `linear` (transposed), `rows` (our first
+    rows of BERT's table) or `grown` (BERT's table is our first rows; ours has `extra_rows`
+    more)."""
 
     bert: str
     ours: str
@@ -176,8 +180,9 @@ class Entry:
     part: str  # embeddings | encoder | pooler | mlm_head
 
 
-def name_table(num_layers: int) -> list[Entry]:
-    """Every tensor a BERT of `num_layers` layers gives this model."""
+def name_table(num_layers: int, visual_layers: int = 0) -> list[Entry]:
+    """Every tensor a BERT of `num_layers` layers gives this model (and BERT's bottom
+    `visual_layers` layers again to the staged mode's visual layers)."""
     entries: list[Entry] = []
 
     def linear(bert, ours, part):
@@ -189,7 +194,7 @@ def name_table(num_layers: int) -> list[Entry]:
         entries.append(Entry(f'{bert}.bias', f'{ours}/bias', 'copy', part))
 
     for table, ours, kind in (
-        ('word', 'word', 'copy'),
+        ('word', 'word', 'grown'),
         ('position', 'position', 'rows'),
         ('token_type', 'token_type', 'copy'),
     ):
@@ -202,8 +207,10 @@ def name_table(num_layers: int) -> list[Entry]:
             )
         )
     norm('embeddings.LayerNorm', 'text_embeddings/norm', 'embeddings')
-    for i in range(num_layers):
-        bert, ours = f'encoder.layer.{i}', f'encoder/layers/{i}'
+    layers = [(i, f'encoder/layers/{i}') for i in range(num_layers)]
+    layers += [(i, f'encoder/visual_stage/layers/{i}') for i in range(visual_layers)]
+    for i, ours in layers:
+        bert = f'encoder.layer.{i}'
         for projection in ('query', 'key', 'value'):
             linear(
                 f'{bert}.attention.self.{projection}',
@@ -218,7 +225,7 @@ def name_table(num_layers: int) -> list[Entry]:
     linear('pooler.dense', 'pooler/dense', 'pooler')
     linear('cls.predictions.transform.dense', 'mlm_head/transform/dense', 'mlm_head')
     norm('cls.predictions.transform.LayerNorm', 'mlm_head/transform/norm', 'mlm_head')
-    entries.append(Entry('cls.predictions.bias', 'mlm_head/bias', 'copy', 'mlm_head'))
+    entries.append(Entry('cls.predictions.bias', 'mlm_head/bias', 'grown', 'mlm_head'))
     return entries
 
 
@@ -262,19 +269,23 @@ def read_tensors(directory: str | Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def _bert_shape(entry: Entry, ours: tuple[int, ...]) -> str:
+def _bert_shape(entry: Entry, ours: tuple[int, ...], extra_rows: int) -> str:
     if entry.kind == 'linear':
         return str(list(ours[::-1]))
     if entry.kind == 'rows':
         return f'[>= {ours[0]}, {ours[1]}]'
+    if entry.kind == 'grown' and extra_rows:
+        return f'{[ours[0] - extra_rows, *ours[1:]]} (the model adds {extra_rows} phrase rows)'
     return str(list(ours))
 
 
-def _fits(entry: Entry, value: np.ndarray, ours: tuple[int, ...]) -> bool:
+def _fits(entry: Entry, value: np.ndarray, ours: tuple[int, ...], extra_rows: int) -> bool:
     if entry.kind == 'linear':
         return value.shape == ours[::-1]
     if entry.kind == 'rows':
         return value.ndim == 2 and value.shape[0] >= ours[0] and value.shape[1] == ours[1]
+    if entry.kind == 'grown':
+        return value.shape == (ours[0] - extra_rows, *ours[1:])
     return value.shape == ours
 
 
@@ -291,12 +302,20 @@ def _from_ours(entry: Entry, value: np.ndarray) -> np.ndarray:
 
 
 def bert_to_ours(
-    tensors: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]], *, where: str
+    tensors: Mapping[str, np.ndarray],
+    shapes: Mapping[str, tuple[int, ...]],
+    *,
+    where: str,
+    extra_rows: int = 0,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """The tensors as our leaves (unrolled paths) for a model whose leaf shapes are `shapes`,
-    and the names skipped. Raises WeightsError listing every problem, `where` naming the file."""
+    and the names skipped. `extra_rows`: the phrase rows the model's word table has after
+    BERT's vocabulary (a `grown` leaf comes back with BERT's rows only). Raises WeightsError
+    listing every problem, `where` naming the file."""
     num_layers = len({k.split('/')[2] for k in shapes if k.startswith('encoder/layers/')})
-    table = name_table(num_layers)
+    visual = 'encoder/visual_stage/layers/'
+    visual_layers = len({k.split('/')[3] for k in shapes if k.startswith(visual)})
+    table = name_table(num_layers, visual_layers)
     present_parts = {e.part for e in table if e.bert in tensors}
     problems, values = [], {}
     for entry in table:
@@ -306,7 +325,7 @@ def bert_to_ours(
             problems.append(f'missing {entry.bert} (for {entry.ours})')
             continue
         value, ours = tensors[entry.bert], shapes[entry.ours]
-        if not _fits(entry, value, ours):
+        if not _fits(entry, value, ours, extra_rows):
             hint = ''
             if value.shape != value.shape[::-1]:  # a square matrix's transpose cannot show
                 if entry.kind == 'linear' and value.shape == ours:
@@ -314,8 +333,8 @@ def bert_to_ours(
                 elif entry.kind != 'linear' and value.shape == ours[::-1]:
                     hint = ' (transposed?)'
             problems.append(
-                f'{entry.bert}: shape {list(value.shape)}, expected {_bert_shape(entry, ours)} '
-                f'for {entry.ours}{hint}'
+                f'{entry.bert}: shape {list(value.shape)}, expected '
+                f'{_bert_shape(entry, ours, extra_rows)} for {entry.ours}{hint}'
             )
             continue
         values[entry.ours] = _to_ours(entry, value, ours)
@@ -340,17 +359,31 @@ def bert_to_ours(
 
 
 def _unrolled_shapes(params) -> dict[str, tuple[int, ...]]:
-    """Leaf shapes of `params` with the encoder in the unrolled layout."""
+    """Leaf shapes of `params` with the encoder (and its visual stage) in the unrolled layout."""
     if 'stacks' not in params['encoder']:
         return flat_shapes(params)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    visual = abstract['encoder'].pop('visual_stage', None)
     abstract['encoder'] = jax.eval_shape(unstack_layers, abstract['encoder'])
+    if visual is not None:
+        size = jax.tree.leaves(visual['stack'])[0].shape[0]
+        one = lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype)  # noqa: E731
+        abstract['encoder']['visual_stage'] = {
+            'layers': {i: jax.tree.map(one, visual['stack']) for i in range(size)}
+        }
     return flat_shapes(abstract)
 
 
 def _stacked(values: dict[str, np.ndarray], num_layers: int, num_cross_layers: int) -> dict:
-    """Unrolled encoder leaves (`encoder/layers/<i>/...`) -> the scanned layout's stacks."""
-    out = {k: v for k, v in values.items() if not k.startswith('encoder/layers/')}
+    """Unrolled encoder leaves (`encoder/layers/<i>/...`, `encoder/visual_stage/layers/<i>/...`)
+    -> the scanned layout's stacks."""
+    visual = 'encoder/visual_stage/layers/'
+    out = {k: v for k, v in values.items() if not k.startswith(('encoder/layers/', visual))}
+    within = {k.split('/', 4)[4] for k in values if k.startswith(visual + '0/')}
+    sizes = {int(k.split('/')[3]) for k in values if k.startswith(visual)}
+    for rest in within:
+        layers = [values[f'{visual}{i}/{rest}'] for i in sorted(sizes)]
+        out[f'encoder/visual_stage/stack/{rest}'] = np.stack(layers)
     first = 0
     for j, size in enumerate(stack_sizes(num_layers, num_cross_layers)):
         within = {
@@ -366,11 +399,17 @@ def _stacked(values: dict[str, np.ndarray], num_layers: int, num_cross_layers: i
 
 
 def load_bert(
-    directory: str | Path, params, model: ml_collections.ConfigDict, *, key: str = 'init_bert'
+    directory: str | Path,
+    params,
+    model: ml_collections.ConfigDict,
+    *,
+    key: str = 'init_bert',
+    extra_rows: int = 0,
 ) -> tuple[Any, LoadReport]:
     """`params` with every leaf a BERT checkpoint gives replaced by its value.
 
-    `model` is `config.model`; `key` the config key that named `directory` (for messages).
+    `model` is `config.model`; `key` the config key that named `directory` (for messages);
+    `extra_rows` the phrase concepts the word table has after BERT's vocabulary.
     Loaded leaves are built shard by shard in the sharding of the leaf they replace (each
     process reads the file and keeps only its shards).
     """
@@ -379,7 +418,9 @@ def load_bert(
     if problems:
         raise ConfigError('; '.join(problems))
     tensors = read_tensors(directory)
-    values, skipped = bert_to_ours(tensors, _unrolled_shapes(params), where=str(directory))
+    values, skipped = bert_to_ours(
+        tensors, _unrolled_shapes(params), where=str(directory), extra_rows=extra_rows
+    )
     if 'stacks' in params['encoder']:
         values = _stacked(values, model.num_layers, model.num_cross_layers)
 
@@ -387,6 +428,8 @@ def load_bert(
         value = values.get(jax.tree_util.keystr(path, simple=True, separator='/'))
         if value is None:
             return leaf
+        if value.shape[0] < leaf.shape[0]:  # a grown table: its own rows after BERT's
+            value = np.concatenate([value, np.asarray(leaf[value.shape[0] :])])
         value = value.astype(leaf.dtype)
         if not isinstance(leaf, jax.Array):  # a host tree in, a host tree out
             return value

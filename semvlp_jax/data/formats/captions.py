@@ -1,5 +1,8 @@
-"""Captions: COCO captions files, ALBEF/SIMLA caption records and Karpathy split files ->
-`CaptionRecord`, with the image file itself when an `ImageReader` is given."""
+"""Captions: COCO captions files, ALBEF/SIMLA and MVPTR caption records and Karpathy split
+files -> `CaptionRecord`, with the image file itself when an `ImageReader` is given.
+
+Only MVPTR's caption records carry phrases (`phrases`, added by its SPICE parsing script
+`tools/phrase_parse.sh`); COCO and Karpathy captions have none."""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from semvlp_jax.data.formats.checks import (
 )
 from semvlp_jax.data.formats.images import ImageReader
 from semvlp_jax.data.image_index import ImageIndex
-from semvlp_jax.data.records import CaptionRecord
+from semvlp_jax.data.records import PHRASE_SEPARATOR, CaptionRecord, phrase_text
 
 # Karpathy splits of the file -> tfds split (restval is training data in every paper since).
 KARPATHY_SPLITS = {'train': 'train', 'restval': 'train', 'val': 'val', 'test': 'test'}
@@ -39,23 +42,41 @@ def _caption_record(
     index: int,
     image_index: ImageIndex | None,
     images: ImageReader | None,
+    *,
+    image_id: str | None = None,
+    phrases: tuple[str, ...] = (),
 ) -> CaptionRecord:
+    """The record of one caption; its image id is the image file's stem unless given (MVPTR's
+    records name an image id and no file)."""
     if not isinstance(caption, str):
         raise _Problem(MALFORMED_RECORD, f'caption is {_value_type(caption)}, expected a string')
-    image_id = PurePosixPath(image_path).stem
+    if image_id is None:
+        image_id = PurePosixPath(image_path).stem
     text = _text(caption, EMPTY_CAPTION, 'caption')
     _joined(image_index, image_id)
+    if images is not None and not image_path:
+        raise _Problem(
+            MALFORMED_RECORD,
+            f"image {image_id!r} has no 'image' path to read its file from (--images); this "
+            "entry names only an 'image_id'",
+        )
     return CaptionRecord(
         image_id=image_id,
         caption=text,
         caption_index=index,
         image_path=image_path,
         image=b'' if images is None else images(image_path),
+        phrases=phrases,
     )
 
 
+def _image_key(image_path: str, image_id: str) -> str:
+    """What an entry's captions are counted and keyed under: the image file, else the id."""
+    return image_path or f'id:{image_id}'
+
+
 def _caption_key(record: CaptionRecord) -> str:
-    return f'{record.image_path}#{record.caption_index}'
+    return f'{_image_key(record.image_path, record.image_id)}#{record.caption_index}'
 
 
 # ---------------------------------------------------------------- COCO captions
@@ -129,7 +150,7 @@ def _coco_annotation(
     return _caption_record(image_path, caption, index, image_index, images)
 
 
-# ---------------------------------------------------------------- ALBEF caption records
+# ---------------------------------------------------------------- ALBEF / MVPTR caption records
 
 
 def caption_record_files(manual_dir: Path) -> dict[str, Path]:
@@ -148,41 +169,103 @@ def read_caption_records(
     image_index: ImageIndex | None = None,
     images: ImageReader | None = None,
 ) -> Iterator[tuple[str, CaptionRecord]]:
-    """ALBEF/SIMLA `[{"image": path, "caption": str | [str]}]`: one record per caption.
+    """Caption records, one record per caption: ALBEF/SIMLA `[{"image": path, "caption": str |
+    [str]}]`, or MVPTR's `[{"image_id": id, "text": str, "phrases": [[word, ...], ...], ...}]`.
 
-    An image may appear in several entries; `caption_index` counts its captions over the file."""
+    An entry's image is its `image` file (the image id is the file's stem), else its
+    `image_id` (a string or an integer); its text is `caption`, else `text`. `phrases`
+    (optional) are MVPTR's scene-graph phrases of the entry's one caption, each a list of 1-3
+    words: [object], [object, attribute] or [subject, relation, object]; words are stripped of
+    surrounding whitespace. Other keys (MVPTR's `label`, ...) are ignored. An image may appear
+    in several entries; `caption_index` counts its captions over the file."""
     entries = _top_level(path, load_json(path), list)
     counts: dict[str, int] = {}
     for i, entry in enumerate(entries):
-        parsed = _guarded(path, f'[{i}]', on_bad, lambda e=entry: _caption_entry(e))
+        parsed = _guarded(path, f'[{i}]', on_bad, lambda e=entry, w=i: _caption_entry(e, w))
         if parsed is None:
             continue
-        image_path, captions = parsed
+        image_path, image_id, text_key, captions, phrases = parsed
+        key = _image_key(image_path, image_id)
         for j, caption in enumerate(captions):
-            where = f'[{i}].caption[{j}]' if isinstance(entry['caption'], list) else f'[{i}]'
-            index = counts.get(image_path, 0)
-            counts[image_path] = index + 1
+            where = f'[{i}].{text_key}[{j}]' if isinstance(entry[text_key], list) else f'[{i}]'
+            index = counts.get(key, 0)
+            counts[key] = index + 1
             record = _guarded(
                 path,
                 where,
                 on_bad,
-                lambda p=image_path, c=caption, k=index: _caption_record(
-                    p, c, k, image_index, images
+                lambda p=image_path, c=caption, k=index, d=image_id, s=phrases: _caption_record(
+                    p, c, k, image_index, images, image_id=d, phrases=s
                 ),
             )
             if record is not None:
                 yield _caption_key(record), record
 
 
-def _caption_entry(entry: Any) -> tuple[str, list]:
-    image_path = _field(entry, 'image', str)
-    if not image_path.strip():
-        raise _Problem(MALFORMED_RECORD, 'image is blank')
-    captions = _field(entry, 'caption', (str, list))
+def _caption_entry(entry: Any, position: int) -> tuple[str, str, str, list, tuple[str, ...]]:
+    """(image path or '', image id, the text's key, captions, stored phrases) of one entry."""
+    if isinstance(entry, dict) and 'image' not in entry and 'image_id' in entry:
+        image_path = ''
+        image_id = _field(entry, 'image_id', (str, int))
+        image_id = str(image_id).strip()
+        if not image_id:
+            raise _Problem(MALFORMED_RECORD, 'image_id is blank')
+    else:
+        if isinstance(entry, dict) and 'image' not in entry:
+            raise _Problem(MALFORMED_RECORD, "missing key 'image' (or MVPTR's 'image_id')")
+        image_path = _field(entry, 'image', str)
+        if not image_path.strip():
+            raise _Problem(MALFORMED_RECORD, 'image is blank')
+        image_id = PurePosixPath(image_path).stem
+    if 'caption' in entry and 'text' in entry:
+        raise _Problem(MALFORMED_RECORD, "has both 'caption' and 'text': which is the caption?")
+    text_key = 'text' if 'text' in entry else 'caption'
+    captions = _field(entry, text_key, (str, list))
     captions = [captions] if isinstance(captions, str) else captions
     if not captions:
-        raise _Problem(EMPTY_CAPTION, 'caption is an empty list')
-    return image_path, captions
+        raise _Problem(EMPTY_CAPTION, f'{text_key} is an empty list')
+    phrases = _field(entry, 'phrases', list, optional=True)
+    if phrases is None:
+        return image_path, image_id, text_key, captions, ()
+    if len(captions) > 1:
+        raise _Problem(
+            MALFORMED_RECORD,
+            f"image {image_id!r}: 'phrases' are one caption's, but {text_key!r} lists "
+            f'{len(captions)} captions',
+        )
+    stored = tuple(
+        _phrase(phrase, image_id, f'[{position}].phrases[{j}]') for j, phrase in enumerate(phrases)
+    )
+    return image_path, image_id, text_key, captions, stored
+
+
+def _phrase(phrase: Any, image_id: str, where: str) -> str:
+    """One MVPTR phrase (a list of 1-3 non-blank words) as `CaptionRecord.phrases` stores it."""
+
+    def problem(what: str) -> _Problem:
+        return _Problem(MALFORMED_RECORD, f'image {image_id!r}: phrase {what}', where)
+
+    if not isinstance(phrase, list):
+        raise problem(f'is {_value_type(phrase)}, expected an array of 1-3 words')
+    if not 1 <= len(phrase) <= 3:
+        raise problem(
+            f'has {len(phrase)} words, expected 1-3 ([object], [object, attribute] or '
+            '[subject, relation, object])'
+        )
+    words = []
+    for k, word in enumerate(phrase):
+        if not isinstance(word, str):
+            raise problem(f'word {k} is {_value_type(word)}, expected a string')
+        if PHRASE_SEPARATOR in word:
+            raise problem(f'word {k} {word!r} holds the phrase separator U+001F')
+        try:
+            word.encode('utf-8')
+        except UnicodeEncodeError as error:
+            raise problem(f'word {k} is not valid Unicode ({error.reason})') from None
+        if not word.strip():
+            raise problem(f'word {k} is blank')
+        words.append(word.strip())
+    return phrase_text(words)
 
 
 # ---------------------------------------------------------------- Karpathy
