@@ -22,6 +22,10 @@ image-file dataset instead (`images='image_files'`):
 (or caption datasets built with `--images`, which keep each caption's image in its record).
 """
 
+import ml_collections
+
+from semvlp_jax.weights import hf_bert
+
 
 def data(data_dir: str, tokenizer: str, kind: str = 'sentencepiece', **overrides) -> dict:
     """`tokenizer`: a sentencepiece `.model` (kind='sentencepiece') or a BERT `vocab.txt`
@@ -60,3 +64,35 @@ def data(data_dir: str, tokenizer: str, kind: str = 'sentencepiece', **overrides
     )
     block.update(overrides)
     return block
+
+
+# BERT-base's sizes, as the real-data pre-training configs start (a `bert=` checkpoint's own
+# sizes replace them: `from_bert`).
+BERT_BASE = dict(
+    num_layers=12,
+    hidden_size=768,
+    num_heads=12,
+    mlp_size=3072,
+    dropout_rate=0.1,
+    dtype='bfloat16',
+)
+
+
+def long_run(c: ml_collections.ConfigDict, *, batch_size: int, total_steps: int) -> None:
+    """`c` set for a long pre-training run on real data: its batch and steps, evaluation,
+    logging and checkpoint intervals, and parameters and optimizer state sharded (FSDP)."""
+    c.batch_size = batch_size
+    c.total_steps = total_steps
+    c.eval_every = 5000
+    c.eval_batches = 8
+    c.log_every = 100
+    c.checkpoint_every = 2000
+    c.keep_checkpoints = 3
+    c.mesh = dict(data=1, fsdp=-1, tensor=1)
+    c.parallel = dict(preset='fsdp', rules=())
+
+
+def from_bert(c: ml_collections.ConfigDict, bert: str) -> None:
+    """`c` initialised from the HF BERT checkpoint directory `bert`, with its sizes."""
+    c.init_bert = bert
+    c.model.update(hf_bert.BertConfig.read(bert).model_config())

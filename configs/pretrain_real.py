@@ -60,22 +60,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             gqa=dict(split='train', val_split='val', weight=0.15),
         ),
     )
-    c.total_steps = 200_000
-    c.batch_size = 256
-    c.eval_every = 5000
-    c.eval_batches = 8
-    c.log_every = 100
-    c.checkpoint_every = 2000
-    c.keep_checkpoints = 3
-    c.model.update(
-        num_layers=12,
-        num_cross_layers=6,
-        hidden_size=768,
-        num_heads=12,
-        mlp_size=3072,
-        dropout_rate=0.1,
-        dtype='bfloat16',
-    )
+    built_data.long_run(c, batch_size=256, total_steps=200_000)
+    c.model.update(built_data.BERT_BASE, num_cross_layers=6)
     if values['images']:
         c.data.images = values['images']
         c.model.update(visual_input='patches', image_size=224, patch_size=16)
@@ -84,9 +70,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             for mode, weights in c.objectives.to_dict().items()
         }
     if values['bert']:
-        c.init_bert = values['bert']
-        c.model.update(hf_bert.BertConfig.read(values['bert']).model_config())
+        built_data.from_bert(c, values['bert'])
     c.optimizer.update(learning_rate=1e-4, warmup_steps=10_000, weight_decay=0.01)
-    c.mesh = dict(data=1, fsdp=-1, tensor=1)  # parameters and optimizer state sharded
-    c.parallel = dict(preset='fsdp', rules=())
     return ml_collections.ConfigDict(c)

@@ -63,22 +63,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         patch_mask=dict(count=75, min_block=16, min_aspect=0.3),
         input_workers=8,  # decoding and augmenting 256 px images takes processes
     )
-    c.batch_size = BATCH
-    c.total_steps = EPOCHS * epoch
-    c.eval_every = 5000
-    c.eval_batches = 8
-    c.log_every = 100
-    c.checkpoint_every = 2000
-    c.keep_checkpoints = 3
+    built_data.long_run(c, batch_size=BATCH, total_steps=EPOCHS * epoch)
     c.momentum = dict(decay=0.995, alpha=0.4, alpha_ramp_steps=epoch, queue_size=65_536)
     c.model.update(
-        num_layers=12,
+        built_data.BERT_BASE,
         num_cross_layers=12,
-        hidden_size=768,
-        num_heads=12,
-        mlp_size=3072,
-        dropout_rate=0.1,
-        dtype='bfloat16',
         image_size=256,
         patch_size=16,
         vision_tower=dict(
@@ -89,11 +78,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         concept_head=True,
     )
     if values['bert']:
-        c.init_bert = values['bert']
-        c.model.update(hf_bert.BertConfig.read(values['bert']).model_config())
+        built_data.from_bert(c, values['bert'])
         c.model.num_cross_layers = c.model.num_layers
     c.init_vit = values['vit']
     c.optimizer.update(learning_rate=1e-4, warmup_steps=1000, decay='cosine', weight_decay=0.02)
-    c.mesh = dict(data=1, fsdp=-1, tensor=1)  # parameters, teacher and Adam state sharded
-    c.parallel = dict(preset='fsdp', rules=())
     return ml_collections.ConfigDict(c)

@@ -306,3 +306,24 @@ def test_bert_fills_the_word_rows_and_the_visual_layers_and_the_phrases_keep_the
 def _golden_tensors():
 
     return safetensors.numpy.load_file(GOLDEN_BERT / hf_bert.WEIGHTS_FILE)
+
+
+def test_the_paper_config_takes_mvptrs_settings_and_the_checkpoint_sizes():
+    from configs import mvptr_pretrain
+
+    config = mvptr_pretrain.get_config('data_dir=/data,steps=1000')
+    validate(config, num_devices=8)
+    assert config.batch_size == 1024 and config.total_steps == 1000
+    assert (config.model.num_layers, config.model.num_cross_layers) == (12, 6)
+    assert config.model.separate_visual_layers and not config.model.cross_attention
+    concepts = config.data.concepts
+    assert (config.data.num_regions, concepts.max_tags, concepts.max_phrases) == (50, 20, 5)
+    assert concepts.phrase_min_count == 50 and concepts.objects_vocab == '/data/objects_vocab.txt'
+    assert (config.optimizer.learning_rate, config.optimizer.weight_decay) == (5e-5, 0.01)
+    assert set(config.objectives.staged) == {'vsc', 'mcr', 'mlm', 'itm_hardest', 'wpg'}
+    bert = mvptr_pretrain.get_config(f'data_dir=/data,bert={GOLDEN_BERT}')
+    validate(bert, num_devices=8)
+    assert bert.init_bert == str(GOLDEN_BERT) and bert.data.tokenizer.kind == 'wordpiece'
+    assert (bert.model.num_layers, bert.model.num_cross_layers) == (2, 1)  # the checkpoint's
+    with pytest.raises(ValueError, match='steps'):
+        mvptr_pretrain.get_config('data_dir=/data,steps=many')
