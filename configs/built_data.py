@@ -92,6 +92,14 @@ def long_run(c: ml_collections.ConfigDict, *, batch_size: int, total_steps: int)
     c.parallel = dict(preset='fsdp', rules=())
 
 
+def tokenizer_of(data_dir: str, bert: str) -> tuple[str, str]:
+    """(path, kind) of the tokenizer: a `bert` checkpoint's vocab.txt (its word embeddings index
+    it), else the sentencepiece model DATA/spm.model."""
+    if bert:
+        return f'{bert}/{hf_bert.VOCAB_FILE}', 'wordpiece'
+    return f'{data_dir}/spm.model', 'sentencepiece'
+
+
 def from_bert(c: ml_collections.ConfigDict, bert: str) -> None:
     """`c` initialised from the HF BERT checkpoint directory `bert`, with its sizes."""
     c.init_bert = bert

@@ -32,7 +32,6 @@ region embeddings' box projection rather than as 6 extra feature dimensions.
 import ml_collections
 
 from configs import args, built_data, mvptr_demo
-from semvlp_jax.weights import hf_bert
 
 BATCH = 1024
 DEFAULT_STEPS = 300_000
@@ -46,10 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     if not values['steps'].isdigit() or int(values['steps']) < 1:
         raise ValueError(f'config argument steps={values["steps"]!r}: a positive integer')
-    if values['bert']:
-        tokenizer, kind = f'{values["bert"]}/{hf_bert.VOCAB_FILE}', 'wordpiece'
-    else:
-        tokenizer, kind = f'{values["data_dir"]}/spm.model', 'sentencepiece'
+    tokenizer, kind = built_data.tokenizer_of(values['data_dir'], values['bert'])
     c = mvptr_demo.get_config()
     c.data = built_data.data(
         values['data_dir'],

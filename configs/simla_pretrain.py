@@ -31,7 +31,6 @@ dVAE on a second crop. Add caption sources (Visual Genome, CC3M, SBU as ALBEF-st
 import ml_collections
 
 from configs import args, built_data, simla_demo
-from semvlp_jax.weights import hf_bert
 
 BATCH = 512
 EPOCHS = 30
@@ -44,10 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {'data_dir': '', 'bert': '', 'vit': '', 'examples': str(PAPER_EXAMPLES)},
         required=('data_dir',),
     )
-    if values['bert']:
-        tokenizer, kind = f'{values["bert"]}/{hf_bert.VOCAB_FILE}', 'wordpiece'
-    else:
-        tokenizer, kind = f'{values["data_dir"]}/spm.model', 'sentencepiece'
+    tokenizer, kind = built_data.tokenizer_of(values['data_dir'], values['bert'])
     if not values['examples'].isdigit() or int(values['examples']) < 1:
         raise ValueError(f'config argument examples={values["examples"]!r}: a positive integer')
     epoch = max(int(values['examples']) // BATCH, 1)

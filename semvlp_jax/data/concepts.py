@@ -36,7 +36,7 @@ from etils import epath
 
 from semvlp_jax.data import masking, synthetic
 from semvlp_jax.data.synthetic_language import Phrase, caption_phrases
-from semvlp_jax.data.tokenizers import Tokenizer, write_atomically
+from semvlp_jax.data.tokenizers import TextEncoder, Tokenizer, write_atomically
 from semvlp_jax.data.vocabularies import TOKENIZER_CORPUS_SCENES
 from semvlp_jax.errors import ConfigError
 from semvlp_jax.workdir import RunDir
@@ -439,12 +439,8 @@ class ConceptFields:
         }
 
     def tags(self, tags: Sequence[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        t, g = self.tokenizer, self.settings.max_tags
-        pieces = t.encode(' '.join(tags))[: g - 2]
-        ids = np.full(g, t.pad_id, np.int32)
-        ids[: len(pieces) + 2] = [t.cls_id, *pieces, t.sep_id]
-        mask = np.zeros(g, np.int32)
-        mask[: len(pieces) + 2] = 1
+        t = self.tokenizer
+        ids, mask = TextEncoder(t, self.settings.max_tags)(' '.join(tags))
         eligible = mask.astype(bool) & ~np.isin(ids, self.special_ids)
         concepts = masking.mask_tokens(
             ids,

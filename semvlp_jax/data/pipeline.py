@@ -43,28 +43,11 @@ from semvlp_jax.data.pixels import PixelTransform
 from semvlp_jax.data.records import CaptionRecord, GqaRecord, VqaRecord
 from semvlp_jax.data.regions import RegionStore
 from semvlp_jax.data.synthetic_language import Phrase, caption_phrases
-from semvlp_jax.data.tokenizers import Tokenizer
+from semvlp_jax.data.tokenizers import TextEncoder, Tokenizer
 from semvlp_jax.data.vocabularies import fixed_answers, run_tokenizer
 from semvlp_jax.errors import ConfigError
 from semvlp_jax.evaluators.vqa_eval import normalize_answer
 from semvlp_jax.workdir import RunDir
-
-
-@dataclasses.dataclass(frozen=True)
-class TextEncoder:
-    """[CLS] pieces [SEP] padded to max_len; pieces beyond max_len - 2 are truncated."""
-
-    tokenizer: Tokenizer
-    max_len: int
-
-    def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        t = self.tokenizer
-        pieces = t.encode(text)[: self.max_len - 2]
-        ids = np.full(self.max_len, t.pad_id, np.int32)
-        ids[: len(pieces) + 2] = [t.cls_id, *pieces, t.sep_id]
-        mask = np.zeros(self.max_len, np.int32)
-        mask[: len(pieces) + 2] = 1
-        return ids, mask
 
 
 class RegionFields:

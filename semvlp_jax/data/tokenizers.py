@@ -14,6 +14,7 @@ object, never as constants, so they work with whichever tokenizer a config picks
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import os
@@ -22,6 +23,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import sentencepiece as spm
 from etils import epath
 from tokenizers import Tokenizer as _HFTokenizer
@@ -282,3 +284,20 @@ def write_atomically(path: epath.Path, data: bytes) -> None:
     except BaseException:
         epath.Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+@dataclasses.dataclass(frozen=True)
+class TextEncoder:
+    """[CLS] pieces [SEP] padded to max_len; pieces beyond max_len - 2 are truncated."""
+
+    tokenizer: Tokenizer
+    max_len: int
+
+    def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        t = self.tokenizer
+        pieces = t.encode(text)[: self.max_len - 2]
+        ids = np.full(self.max_len, t.pad_id, np.int32)
+        ids[: len(pieces) + 2] = [t.cls_id, *pieces, t.sep_id]
+        mask = np.zeros(self.max_len, np.int32)
+        mask[: len(pieces) + 2] = 1
+        return ids, mask
