@@ -37,24 +37,21 @@ import dataclasses
 import json
 import pathlib
 import sys
-import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # step_throughput
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # demo_runs, step_throughput
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # configs
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
+from demo_runs import eval_context, trained  # noqa: E402
 from step_throughput import measured_peak_flops  # noqa: E402
 
 from configs import finetune_retrieval, simla_demo  # noqa: E402
-from semvlp_jax import tasks, train  # noqa: E402
 from semvlp_jax.data import pipeline, synthetic  # noqa: E402
 from semvlp_jax.evaluators.retrieval import recall_at_k  # noqa: E402
 from semvlp_jax.inference import TrainedRun  # noqa: E402
-from semvlp_jax.parallel import mesh as mesh_lib  # noqa: E402
-from semvlp_jax.parallel import sharding  # noqa: E402
 from semvlp_jax.progress import show_progress  # noqa: E402
 from semvlp_jax.tasks import base, retrieval  # noqa: E402
 
@@ -99,34 +96,7 @@ def run_config(name: str, steps: int, seed: int, eval_batches: int) -> ml_collec
     return config
 
 
-def trained(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[dict, float | None]:
-    """(final metrics, wall seconds) of the run in `workdir`, trained here unless it finished."""
-    final = workdir / 'metrics.json'
-    wall_file = workdir / 'wall_seconds.txt'
-    if not final.exists():
-        start = time.perf_counter()
-        train.train_and_evaluate(config, str(workdir))
-        wall_file.write_text(f'{time.perf_counter() - start:.1f}\n')
-    wall = float(wall_file.read_text()) if wall_file.exists() else None
-    return json.loads(final.read_text()), wall
-
-
 # ---------------------------------------------------------------- evaluation of a trained run
-
-
-def eval_context(run: TrainedRun) -> tuple[tasks.EvalContext, dict]:
-    """A context over this machine's devices and the run's parameters, replicated on them."""
-    mesh = mesh_lib.make_mesh(run.config.mesh)
-    batch_sharding = sharding.batch_sharding(mesh)
-
-    def to_global(rows):
-        return jax.tree.map(
-            lambda x: jax.make_array_from_process_local_data(batch_sharding, x), rows
-        )
-
-    context = tasks.EvalContext(run.config, run.graphdef, mesh, to_global, True)
-    params = jax.device_put(run.params, jax.NamedSharding(mesh, jax.P()))
-    return context, params
 
 
 def predict_keywords(model, batch, mode):

@@ -21,16 +21,33 @@ image-file dataset `images=NAME` (default `image_files`).
 `init`): the task's heads on the fused [CLS] (the caption cross-attending to the ViT's tokens),
 retrieval's shortlist from the caption alone and the image [CLS]. The momentum teacher and the
 masked-patch inputs are pre-training's and are left out.
+
+`mode=staged` fine-tunes an MVPTR run (`configs/mvptr_demo.py`, whose workdir is then the
+default `init`; with `data=DIR` the model of `configs/mvptr_pretrain.py`, `objects_vocab=PATH`
+as there): the examples keep MVPTR's concepts unmasked (a caption's phrases after its words,
+the image's object tags ahead of its regions, the run's phrase vocabulary), the heads read the
+joint stage's text [CLS], and retrieval trains VSC with hardest-negative ITM, shortlisting by
+the VSC embeddings.
 """
 
 import ml_collections
 
-from configs import args, demo, demo_pixels, pretrain_real, simla_demo
-from semvlp_jax.weights import hf_bert
+from configs import (
+    args,
+    built_data,
+    demo,
+    demo_pixels,
+    mvptr_demo,
+    mvptr_pretrain,
+    pretrain_real,
+    simla_demo,
+)
 
 DEFAULT_INIT = '/tmp/semvlp_demo'  # the workdir of the demo command in README and demo.py
 SIMLA_INIT = '/tmp/simla_demo'  # ... and of simla_demo.py's
-MODES = ('single', 'two', 'fuse')
+MVPTR_INIT = '/tmp/mvptr_demo'  # ... and of mvptr_demo.py's
+MODES = ('single', 'two', 'fuse', 'staged')
+RECIPE_INIT = {'fuse': SIMLA_INIT, 'staged': MVPTR_INIT}
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
@@ -46,6 +63,7 @@ def parse_arg(arg: str | None) -> dict[str, str]:
         'bert': '',
         'pixels': '',
         'images': '',
+        'objects_vocab': '',
     }
     values = args.parse(arg, defaults, choices={'mode': MODES, 'pixels': ('', 'true', 'false')})
     if values['pixels'] == 'true' and values['data'] and not values['images']:
@@ -57,8 +75,17 @@ def parse_arg(arg: str | None) -> dict[str, str]:
             'config arguments mode=fuse with data=DIR: fine-tuning SIMLA on built datasets is '
             'not set up yet (configs/simla_pretrain.py pre-trains on them)'
         )
+    if values['mode'] == 'staged':
+        refused = [key for key in ('tokenizer', 'kind', 'pixels', 'images') if values[key]]
+        if refused:
+            raise ValueError(
+                f'config argument(s) {refused} with mode=staged: an MVPTR run reads region '
+                "features, with the tokenizer of its BERT checkpoint (bert=DIR) or DATA's spm.model"
+            )
+    elif values['objects_vocab']:
+        raise ValueError("config argument objects_vocab= is for mode=staged (MVPTR's tags)")
     if values['init'] is None:
-        run = SIMLA_INIT if values['mode'] == 'fuse' else DEFAULT_INIT
+        run = RECIPE_INIT.get(values['mode'], DEFAULT_INIT)
         values['init'] = '' if values['bert'] else run
     return values
 
@@ -66,7 +93,18 @@ def parse_arg(arg: str | None) -> dict[str, str]:
 def base(arg: str | None, task: dict, objectives: dict[str, float]) -> ml_collections.ConfigDict:
     """The demo config turned into a fine-tune of `task` with `objectives` in one mode."""
     values = parse_arg(arg)
-    if values['data']:
+    if values['mode'] == 'staged':
+        c = mvptr_demo.get_config()
+        if values['data']:
+            keys = ('bert', 'objects_vocab')
+            built = (f'{key}={values[key]}' for key in keys if values[key])
+            c = mvptr_pretrain.get_config(','.join((f'data_dir={values["data"]}', *built)))
+            c.data.sources = {}
+            c.batch_size = 256  # as the other fine-tunes on built data
+        elif values['bert']:
+            built_data.from_bert(c, values['bert'])
+            c.model.num_cross_layers = c.model.num_layers // 2
+    elif values['data']:
         keys = ('tokenizer', 'kind', 'bert', 'images')
         built = (f'{key}={values[key]}' for key in keys if values[key])
         c = pretrain_real.get_config(','.join((f'data_dir={values["data"]}', *built)))
@@ -84,9 +122,8 @@ def base(arg: str | None, task: dict, objectives: dict[str, float]) -> ml_collec
     # with its captions), e.g. `--config.task.train_examples=400`.
     c.task = {'train_examples': 0, **task}
     c.init_from = values['init']
-    if values['bert']:
-        c.init_bert = values['bert']
-        c.model.update(hf_bert.BertConfig.read(values['bert']).model_config())
+    if values['bert'] and not c.get('init_bert'):
+        built_data.from_bert(c, values['bert'])
     c.schedule = values['mode']
     c.objectives = {values['mode']: objectives}
     c.itm_negative_prob = 0.0

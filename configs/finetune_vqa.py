@@ -11,6 +11,10 @@ split's questions and annotations, so
         --annotations /tmp/semvlp_vqa/vqa/val_annotations.json \
         --results /tmp/semvlp_vqa/vqa/results_val_two_step600.json
 prints the same accuracy (overall, per answer type, per question type).
+
+From an MVPTR run (`configs/mvptr_demo.py`, workdir /tmp/mvptr_demo): `mode=staged`, the answer
+head on the joint stage's text [CLS], each image with its object tags (questions have no
+phrases).
 """
 
 from configs import finetune

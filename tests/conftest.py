@@ -153,7 +153,8 @@ DEMO_RUN_FLAGS = (
     '--config.data.num_val=16',
 )
 
-SHARED_RUNS = ('pretrained_run', 'demo_cli_run', 'bert_vqa_run')
+# Runs several tests read (session or module fixtures): each made once, on one worker.
+SHARED_RUNS = ('pretrained_run', 'demo_cli_run', 'bert_vqa_run', 'simla_cli_run', 'mvptr_cli_run')
 
 
 def pytest_collection_modifyitems(items):

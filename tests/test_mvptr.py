@@ -243,10 +243,17 @@ def test_fsdp_on_eight_devices_equals_one_device(mvptr_data, mvptr_batch):
     assert kernel.sharding.spec != jax.P()
 
 
-def test_mvptr_demo_through_the_cli(tmp_path):
-    steps = 12
+MVPTR_CLI_STEPS = 12
+
+
+@pytest.fixture(scope='module')
+def mvptr_cli_run(tmp_path_factory):
+    """configs/mvptr_demo.py (tiny) through `python -m semvlp_jax.main`: the run the fine-tunes
+    start from."""
+    workdir = tmp_path_factory.mktemp('mvptr_cli_run')
+    steps = MVPTR_CLI_STEPS
     result = run_cli(
-        tmp_path,
+        workdir,
         *override_flags(TINY_MVPTR),
         f'--config.total_steps={steps}',
         '--config.log_every=1',
@@ -255,13 +262,86 @@ def test_mvptr_demo_through_the_cli(tmp_path):
         config='configs/mvptr_demo.py',
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    history = read_history(tmp_path / 'train_history.jsonl')
-    assert [r['step'] for r in history] == list(range(1, steps + 1))
+    return workdir, result.stdout
+
+
+def test_mvptr_demo_through_the_cli(mvptr_cli_run):
+    workdir, stdout = mvptr_cli_run
+    history = read_history(workdir / 'train_history.jsonl')
+    assert [r['step'] for r in history] == list(range(1, MVPTR_CLI_STEPS + 1))
     first, last = history[0], history[-1]
     assert last['train/staged/loss'] < first['train/staged/loss']
     for metric in ('vsc_accuracy', 'mcr_accuracy', 'mlm_accuracy', 'itm_accuracy', 'wpg_accuracy'):
-        assert metric in result.stdout
-    assert (tmp_path / 'phrases.json').exists()
+        assert metric in stdout
+    assert (workdir / 'phrases.json').exists()
+
+
+def fine_tune_config(module, arg: str):
+    """A fine-tuning config of the tiny MVPTR (its model and data sizes)."""
+    config = overridden(module.get_config(arg), TINY_MVPTR)
+    config.update(total_steps=2, eval_every=2, checkpoint_every=2, log_every=1)
+    return config
+
+
+def test_retrieval_fine_tunes_from_an_mvptr_run(mvptr_cli_run, tmp_path, caplog):
+    """MVPTR's retrieval fine-tune (VSC + hardest-negative ITM, the VSC shortlist re-ranked by
+    ITM on the joint stage's [CLS]) starts from every parameter of the run, and its examples
+    carry the run's concepts, unmasked."""
+    from configs import finetune_retrieval
+    from semvlp_jax import train
+    from semvlp_jax.data import concepts
+    from semvlp_jax.tasks.retrieval import Retrieval
+
+    run, _ = mvptr_cli_run
+    config = fine_tune_config(finetune_retrieval, f'init={run},mode=staged')
+    config.task.update(eval_images=8, shortlist_k=4)
+    workdir = tmp_path / 'retrieval'
+    with caplog.at_level('INFO', logger='absl'):
+        metrics = train.train_and_evaluate(config, str(workdir))
+    (line,) = [r.getMessage() for r in caplog.records if 'initialised from' in r.getMessage()]
+    assert 'new (initialised) 0' in line, line
+    assert (workdir / 'phrases.json').read_text() == (run / 'phrases.json').read_text()
+    for key in ('t2i_r1', 'i2t_r1', 't2i_r10'):
+        assert 0.0 <= metrics[f'val/staged/retrieval_{key}'] <= 1.0, key
+    assert metrics['val/staged/retrieval_t2i_r10'] >= metrics['val/staged/retrieval_t2i_r1']
+
+    # What it trained on: a caption with its phrases' ids after its words, and the image's
+    # tags (its shape names) ahead of its regions; nothing masked.
+    task = Retrieval(config, workdir, 0, 1)
+    group = task.elements(task.records('train'), 'train')[0]
+    example = task.example(group, np.random.default_rng(0))
+    record = group[np.random.default_rng(0).integers(len(group))]  # the caption it drew
+    phrases = concepts.PhraseVocabulary.from_json((run / 'phrases.json').read_text())
+    known = [phrases.id(p) for p in record.phrase_tuples if phrases.id(p) is not None]
+    assert known, record
+    words = task.tokenizer.encode(record.caption)
+    ids = example['text_ids'][example['text_mask'] > 0].tolist()
+    assert ids == [task.tokenizer.cls_id, *words, *known[:5], task.tokenizer.sep_id]
+    scene = task.images.scenes['train'][int(record.image_id)]
+    tags = ' '.join(concepts.scene_tags(scene['object_labels']))
+    tag_ids = example['tag_ids'][example['tag_mask'] > 0].tolist()
+    assert tag_ids == [task.tokenizer.cls_id, *task.tokenizer.encode(tags), task.tokenizer.sep_id]
+    assert task.tokenizer.mask_id not in ids + tag_ids
+    assert example['image_key'] == pipeline.image_key(record.image_id)
+
+
+def test_vqa_from_an_mvptr_run_reads_questions_without_phrases_and_the_images_tags(tmp_path):
+    """A question has no phrases: its words end the text; the image still brings its tags."""
+    from semvlp_jax.tasks.vqa import Vqa
+
+    config = fine_tune_config(finetune_vqa, 'init=,mode=staged')
+    config.task.answer_min_count = 1
+    validate(config, num_devices=1)
+    task = Vqa(config, tmp_path, 0, 1)
+    record = task.synthetic_records('val')[0]
+    task.prepare([record])
+    example = task.example(record)
+    t = task.tokenizer
+    ids = example['text_ids'][example['text_mask'] > 0].tolist()
+    assert ids == [t.cls_id, *t.encode(record.question), t.sep_id]
+    assert len(example['text_ids']) == config.data.max_text_len + config.data.concepts.max_phrases
+    assert example['tag_ids'][0] == t.cls_id and example['tag_mask'].sum() >= 3
+    assert set(example) >= {'region_features', 'tag_ids', 'tag_mask', 'answer_scores'}
 
 
 def test_bert_fills_the_word_rows_and_the_visual_layers_and_the_phrases_keep_theirs():

@@ -313,6 +313,22 @@ class ObjectNames:
         return tags
 
 
+def object_names(data: ml_collections.ConfigDict) -> ObjectNames:
+    """The names built data's tags are made of (`concepts.objects_vocab`), checked to name
+    every object id the region store passes (ids below `data.num_object_labels`), so that no
+    example can meet an unnamed one."""
+    settings = ConceptConfig.of(data)
+    if settings is None or not settings.objects_vocab:
+        raise ConfigError(
+            f'{OBJECTS_VOCAB_KEY} is not set: on built data the tags are the class names of the '
+            "regions' object ids; point it at the Visual Genome objects_vocab.txt of the "
+            'features (line i names object id i)'
+        )
+    names = ObjectNames.read(settings.objects_vocab)
+    names.check_covers(data.num_object_labels)
+    return names
+
+
 # --- Example fields -------------------------------------------------------------------------
 
 
@@ -438,9 +454,16 @@ class ConceptFields:
             'mlm_weights': words.weights,
         }
 
+    def tag_segment(self, tags: Sequence[str]) -> dict[str, np.ndarray]:
+        """`tag_ids`, `tag_mask` of an image's tags, unmasked (what fine-tuning reads)."""
+        ids, mask = TextEncoder(self.tokenizer, self.settings.max_tags)(' '.join(tags))
+        return {'tag_ids': ids, 'tag_mask': mask}
+
     def tags(self, tags: Sequence[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """The tag segment masked for MCR, with its targets."""
         t = self.tokenizer
-        ids, mask = TextEncoder(t, self.settings.max_tags)(' '.join(tags))
+        segment = self.tag_segment(tags)
+        ids, mask = segment['tag_ids'], segment['tag_mask']
         eligible = mask.astype(bool) & ~np.isin(ids, self.special_ids)
         concepts = masking.mask_tokens(
             ids,

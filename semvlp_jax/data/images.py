@@ -3,8 +3,9 @@ from a built region dataset (`regions.RegionStore`) or from a built image-file d
 (`PixelStore`). `images(image_id)` gives `{region_features, region_boxes, region_mask}` for one
 image, or, when the model reads pixels, `{pixels}` (float32 [image_size, image_size, 3], see
 `pixels.py`; `images(image_id, rng)` is a training view, augmented as `config.data.augment`
-says). `check_ids` refuses, before training, a split that names an image the store does not
-have.
+says). With a `Tagger` (MVPTR's concepts, region images) each image also gives its object tags
+as `tag_ids`, `tag_mask`. `check_ids` refuses, before training, a split that names an image the
+store does not have.
 
 Built images are decoded where the example is made, in the input workers; an image that no
 longer decodes stops the run with `pixels.BadImage` naming the image dataset, the record, the
@@ -14,18 +15,35 @@ stop the build, or are skipped and counted under `--skip_bad`.)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import ml_collections
 import numpy as np
 
 from semvlp_jax.data import builders, datasets, synthetic
+from semvlp_jax.data.concepts import ObjectNames, scene_tags
 from semvlp_jax.data.pixels import PixelTransform, decode, pixel_transform
 from semvlp_jax.data.regions import RegionStore
 from semvlp_jax.errors import ConfigError
 
 REGION_FIELDS = ('region_features', 'region_boxes', 'region_mask')
 Example = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Tagger:
+    """MVPTR's tag segment of an image from its regions' object ids: their class names (`names`
+    on built data; None: the synthetic scenes' shape names) through `segment` (unmasked,
+    `concepts.ConceptFields.tag_segment`)."""
+
+    segment: Callable[[Sequence[str]], Example]
+    names: ObjectNames | None = None
+
+    def __call__(self, object_labels: np.ndarray, image_id: str) -> Example:
+        if self.names is None:
+            return self.segment(scene_tags(object_labels))
+        return self.segment(self.names.tags(object_labels, image_id))
 
 
 class SyntheticImages:
@@ -37,10 +55,13 @@ class SyntheticImages:
         config: synthetic.SyntheticConfig,
         sizes: Mapping[str, int],
         pixels: tuple[PixelTransform, PixelTransform] | None = None,
+        tagger: Tagger | None = None,
     ):
         """`pixels`: the (evaluation, training) transforms when the model reads pixels; the
         scenes are then rendered at their image size."""
-        self.pixels = pixels
+        if pixels is not None and tagger is not None:
+            raise ValueError('object tags name detector regions: pixels have none')
+        self.pixels, self.tagger = pixels, tagger
         if pixels is not None:
             config = synthetic.with_pixels(config, pixels[0].image_size)
         self.scenes = {
@@ -55,11 +76,14 @@ class SyntheticImages:
         if self.pixels is not None:
             evaluation, training = self.pixels
             return {'pixels': (evaluation if rng is None else training)(scene['pixels'], rng)}
-        return {
+        fields = {
             'region_features': scene['region_features'].astype(np.float32),
             'region_boxes': scene['region_boxes'].astype(np.float32),
             'region_mask': scene['region_mask'].astype(np.int32),
         }
+        if self.tagger is not None:
+            fields.update(self.tagger(scene['object_labels'], image_id))
+        return fields
 
     def check_ids(self, image_ids: Iterable[str], where: str) -> None:
         """Every synthetic record names a scene of its own split: nothing to check."""
@@ -68,13 +92,16 @@ class SyntheticImages:
 class BuiltImages:
     """The region fields a downstream example needs, from the region store."""
 
-    def __init__(self, store: RegionStore):
-        self.store = store
+    def __init__(self, store: RegionStore, tagger: Tagger | None = None):
+        self.store, self.tagger = store, tagger
 
     def __call__(self, image_id: str, rng: np.random.Generator | None = None) -> Example:
         del rng  # region features are not augmented
         fields = self.store(image_id)
-        return {key: fields[key] for key in REGION_FIELDS}
+        image = {key: fields[key] for key in REGION_FIELDS}
+        if self.tagger is not None:
+            image.update(self.tagger(fields['object_labels'], image_id))
+        return image
 
     def check_ids(self, image_ids: Iterable[str], where: str) -> None:
         self.store.check_ids(image_ids, where)
@@ -171,16 +198,23 @@ def pixel_store(data: ml_collections.ConfigDict) -> PixelStore:
     return PixelStore(data.data_dir, data.images)
 
 
-def images_of(config: ml_collections.ConfigDict, val_size: int | None = None) -> Images:
+def images_of(
+    config: ml_collections.ConfigDict,
+    val_size: int | None = None,
+    tagger: Tagger | None = None,
+) -> Images:
     """The images of `config.data` in the form `config.model` reads: synthetic scenes (the train
     split, and `val_size` val scenes, default `data.num_val`), the built region dataset, or the
-    built image-file dataset when the model reads pixels."""
+    built image-file dataset when the model reads pixels; region images with their tags when a
+    `tagger` is given."""
     data = config.data
     transforms = pixel_transforms(config)
     if data.name == 'synthetic':
         sizes = {'train': data.num_train, 'val': val_size or data.num_val}
         scenes = synthetic.SyntheticConfig.from_data(data)
-        return SyntheticImages(scenes, sizes, transforms)
+        return SyntheticImages(scenes, sizes, transforms, tagger)
     if transforms is not None:
+        if tagger is not None:
+            raise ValueError('object tags name detector regions: pixels have none')
         return BuiltPixels(pixel_store(data), transforms)
-    return BuiltImages(region_store(data))
+    return BuiltImages(region_store(data), tagger)

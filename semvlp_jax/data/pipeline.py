@@ -23,11 +23,11 @@ import numpy as np
 from semvlp_jax.data import datasets, masking, pixels, synthetic
 from semvlp_jax.data.answers import answer_scores
 from semvlp_jax.data.concepts import (
-    OBJECTS_VOCAB_KEY,
     ConceptConfig,
     ConceptFields,
     ObjectNames,
     PhraseVocabulary,
+    object_names,
     run_phrases,
     scene_tags,
 )
@@ -523,9 +523,9 @@ def built_pretraining(
     from detector regions, so concepts need them (not pixels).
     """
     settings = ConceptConfig.of(data)
-    object_names = None
+    tag_names = None
     if settings is not None:
-        object_names = _object_names(data, settings, pixel_input)
+        tag_names = _object_names(data, pixel_input)
     tokenizer = run_tokenizer(data, workdir, init_bert=init_bert)
     names = sorted(data.sources)
     store = _image_store(data, names, pixel_input)
@@ -563,7 +563,7 @@ def built_pretraining(
         data,
         image_fields(data, pixel_input, train=True),
         phrases,
-        object_names,
+        tag_names,
     )
     to_val_example = RecordExample(
         tokenizer,
@@ -571,7 +571,7 @@ def built_pretraining(
         val_data,
         image_fields(val_data, pixel_input, train=False),
         phrases,
-        object_names,
+        tag_names,
     )
 
     def mixture(key: str, shuffled: bool) -> grain.MapDataset:
@@ -631,27 +631,16 @@ def _training_phrases(
     return counts
 
 
-def _object_names(
-    data: ml_collections.ConfigDict, settings: ConceptConfig, pixel_input: PixelInput | None
-) -> ObjectNames:
+def _object_names(data: ml_collections.ConfigDict, pixel_input: PixelInput | None) -> ObjectNames:
     """The names MVPTR's tags are made of on built data, checked before anything is read:
-    regions, not pixels; a vocabulary file that names every object id the region store
-    passes (ids below `data.num_object_labels`), so no example can meet an unnamed one."""
+    regions, not pixels, and a vocabulary file naming every object id (`object_names`)."""
     if pixel_input is not None:
         raise ConfigError(
             "config.data.concepts with config.model.visual_input='patches': MVPTR's tags are "
             'the class names of detector regions, and pixels have none; use visual_input='
             "'regions' with a region dataset (config.data.regions)"
         )
-    if not settings.objects_vocab:
-        raise ConfigError(
-            f'{OBJECTS_VOCAB_KEY} is not set: on built data the tags are the class names of the '
-            "regions' object ids; point it at the Visual Genome objects_vocab.txt of the "
-            'features (line i names object id i)'
-        )
-    names = ObjectNames.read(settings.objects_vocab)
-    names.check_covers(data.num_object_labels)
-    return names
+    return object_names(data)
 
 
 def _image_store(

@@ -7,7 +7,8 @@ evaluators score both alike:
   VQA v2     VqaRecord per question (ten annotator answers)
   GQA        GqaRecord per question (one exact answer)
   NLVR2      Nlvr2Record per sentence and image pair
-  retrieval  CaptionRecord per caption (five per image)
+  retrieval  CaptionRecord per caption (five per image), with its phrases as MVPTR's
+             caption records carry them
 
 NLVR2 statements are about two scenes. As in NLVR2, every sentence is judged against four image
 pairs (identifiers `split-set-pair-0`, pairs 0..3), so that consistency (all four right) can be
@@ -32,7 +33,9 @@ from semvlp_jax.data.records import (
     GqaRecord,
     Nlvr2Record,
     VqaRecord,
+    phrase_text,
 )
+from semvlp_jax.data.synthetic_language import caption_phrases
 
 # NLVR2: image pairs per sentence, and scenes per sentence set (two per pair).
 PAIRS_PER_SENTENCE = 4
@@ -109,10 +112,16 @@ def gqa(scenes: synthetic.SyntheticScenes) -> list[GqaRecord]:
 
 
 def captions(scenes: synthetic.SyntheticScenes, size: int | None = None) -> list[CaptionRecord]:
-    """The captions of the first `size` scenes (all when None), image by image."""
+    """The captions of the first `size` scenes (all when None), image by image, each with its
+    scene-graph phrases (`caption_phrases`)."""
     size = len(scenes) if size is None else size
     return [
-        CaptionRecord(image_id=str(scene['image_id']), caption=caption, caption_index=i)
+        CaptionRecord(
+            image_id=str(scene['image_id']),
+            caption=caption,
+            caption_index=i,
+            phrases=tuple(phrase_text(phrase) for phrase in caption_phrases(caption)),
+        )
         for scene in (scenes[index] for index in range(size))
         for i, caption in enumerate(scene['captions'])
     ]

@@ -15,6 +15,11 @@ A downstream task is a `RecordTask`, a protocol of four parts over the records o
              files its evaluator reads from the records and predictions, at scoring time
 The base does the rest once: batching, the loop over evaluation modes, the `val/<mode>/` keys,
 writing only on the writer process, the file names, and `DataDims`.
+
+With MVPTR's concepts (`config.data.concepts`: a fine-tune of an MVPTR run) the base also gives
+every example its concepts, unmasked: `encode(text, phrases)` appends a caption's phrases from
+the run's phrase vocabulary (copied from the pre-training run) after its words, and the images
+carry their object tags (`tag_ids`, `tag_mask`).
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ import numpy as np
 from flax import nnx
 
 from semvlp_jax.data import datasets
+from semvlp_jax.data.concepts import ConceptConfig, ConceptFields, object_names, run_phrases
 from semvlp_jax.data.dims import DataDims, data_dims
-from semvlp_jax.data.images import images_of
+from semvlp_jax.data.images import Tagger, images_of
 from semvlp_jax.data.pipeline import TextEncoder, shuffled_batches
 from semvlp_jax.data.tokenizers import Tokenizer
 from semvlp_jax.data.vocabularies import run_tokenizer
@@ -189,8 +195,21 @@ class RecordTask(Task):
         self.tokenizer = run_tokenizer(
             config.data, workdir, config.init_from, config.get('init_bert', '')
         )
-        self.encode = TextEncoder(self.tokenizer, config.data.max_text_len)
-        self.images = images_of(config, self.val_scenes())
+        self.words = TextEncoder(self.tokenizer, config.data.max_text_len)
+        self.concepts, tagger = None, None
+        settings = ConceptConfig.of(config.data)
+        if settings is not None:
+            phrases = run_phrases(
+                config.data,
+                workdir,
+                self.tokenizer,
+                is_writer=self.is_writer,
+                init_from=config.init_from,
+            )
+            self.concepts = ConceptFields(self.tokenizer, phrases, settings, config.data)
+            names = None if config.data.name == 'synthetic' else object_names(config.data)
+            tagger = Tagger(self.concepts.tag_segment, names)
+        self.images = images_of(config, self.val_scenes(), tagger)
 
     @classmethod
     def build(cls, config, workdir, process_index: int, process_count: int) -> TaskData:
@@ -238,6 +257,14 @@ class RecordTask(Task):
 
     # ------------------------------------------------------------ shared machinery
 
+    def encode(self, text: str, phrases: Sequence[tuple[str, ...]] = ()):
+        """(text_ids, text_mask) of `text`: `[CLS] word-pieces [SEP]`, padded; with concepts
+        the `phrases` (a caption's, as tuples of words) known to the run's vocabulary follow
+        the words, padded to the model's text length (questions have none)."""
+        if self.concepts is None:
+            return self.words(text)
+        return self.concepts.encode(text, phrases)[:2]
+
     def records(self, split: str) -> list:
         """Every record of the split playing `split` ('train' or 'val')."""
         if self.config.data.name == 'synthetic':
@@ -271,7 +298,13 @@ class RecordTask(Task):
             process_index=self.process_index,
             process_count=self.process_count,
         )
-        dims = data_dims(self.config.data, self.tokenizer.vocab_size, **self.dims_overrides())
+        num_phrases = len(self.concepts.phrases) if self.concepts is not None else None
+        dims = data_dims(
+            self.config.data,
+            self.tokenizer.vocab_size,
+            num_phrases=num_phrases,
+            **self.dims_overrides(),
+        )
         return TaskData(batches, dims, self.tokenizer, self.evaluate)
 
     def evaluate(self, context: EvalContext, params, step: int) -> dict[str, float]:

@@ -1,7 +1,9 @@
 """Image-text retrieval (Flickr30K / COCO style: several captions per image).
 
 Fine-tuning uses ITM (negatives drawn from the global batch, `config.itm_negative_prob`) and,
-with a contrastive head (`config.model.contrastive_dim` > 0), ITC.
+with a contrastive head (`config.model.contrastive_dim` > 0), ITC; a fine-tune of an MVPTR run
+(the staged mode) uses MVPTR's pair instead: VSC and ITM against the hardest in-batch
+negatives (`itm_hardest`), the captions with their phrases and the images with their tags.
 
 Evaluation ranks every caption of the validation images for every image, and every image for
 every caption:
@@ -23,6 +25,7 @@ import json
 import numpy as np
 
 from semvlp_jax.data import synthetic_tasks
+from semvlp_jax.data.pipeline import image_key
 from semvlp_jax.data.records import CaptionRecord
 from semvlp_jax.errors import ConfigError
 from semvlp_jax.evaluators import retrieval as retrieval_eval
@@ -50,7 +53,9 @@ class RetrievalSet:
     image (its row in the image arrays)."""
 
     def __init__(self, groups: list[ImageCaptions], encode, images):
-        texts = [encode(record.caption) for group in groups for record in group]
+        texts = [
+            encode(record.caption, record.phrase_tuples) for group in groups for record in group
+        ]
         self.texts = {
             'text_ids': np.stack([ids for ids, _ in texts]),
             'text_mask': np.stack([mask for _, mask in texts]),
@@ -116,7 +121,7 @@ class Retrieval(base.RecordTask):
     name = 'retrieval'
     dataset = 'karpathy'
     built_splits = {'train': 'train', 'val': 'test'}
-    objectives = frozenset({'itm', 'itc'})
+    objectives = frozenset({'itm', 'itc', 'vsc', 'itm_hardest'})
     itm_negatives = True
     table_metrics = ('retrieval_i2t_r1', 'retrieval_t2i_r1', 'retrieval_rsum')
 
@@ -139,14 +144,15 @@ class Retrieval(base.RecordTask):
 
     def example(self, group: ImageCaptions, rng: np.random.Generator) -> base.Example:
         """One of the image's captions (drawn anew every epoch) with the image (its regions, or
-        a training view of its pixels)."""
-        caption = group[rng.integers(len(group))].caption
-        text_ids, text_mask = self.encode(caption)
+        a training view of its pixels) and its `image_key` (no caption of it is a negative)."""
+        record = group[rng.integers(len(group))]
+        text_ids, text_mask = self.encode(record.caption, record.phrase_tuples)
         return {
             'text_ids': text_ids,
             'text_mask': text_mask,
-            **self.images(group[0].image_id, rng),
+            **self.images(record.image_id, rng),
             'is_question': np.int32(0),
+            'image_key': np.int32(image_key(record.image_id)),
         }
 
     def validation_examples(self, val: list[ImageCaptions]) -> RetrievalSet:
