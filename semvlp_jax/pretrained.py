@@ -4,7 +4,9 @@ A downstream model shares the pre-trained encoder but has heads of its own (anot
 a new task), and may drop pre-training heads or blocks; so parameters are matched by path and
 shape, not by config. The encoder may be stored in either layout (`config.model.scan_layers`):
 unrolled, `encoder/layers/<i>/...`, or scanned, `encoder/stacks/<j>/...` with a leading layers
-axis; a checkpoint in the other layout than the model's is converted before matching.
+axis (and a staged model's visual stage `encoder/visual_stage/layers/<i>/...` or one
+`encoder/visual_stage/stack/...`); a checkpoint in the other layout than the model's is
+converted before matching.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from semvlp_jax.checkpoint import STATE, flat_leaves, flat_shapes
-from semvlp_jax.models.encoder import stack_layers, unstack_layers
+from semvlp_jax.models.encoder import VISUAL_STAGE, stack_layers, unstack_layers
 from semvlp_jax.workdir import step_directory
 
 UNROLLED, SCANNED = 'layers', 'stacks'  # the encoder's key for its layers in each layout
@@ -86,7 +88,7 @@ def load_pretrained(
     )
     target = _prune_none(target)
     if converted:
-        target.setdefault('encoder', {})[conversion.source] = conversion.restore_target(params)
+        target.setdefault('encoder', {}).update(conversion.restore_target(params))
     restored = ocp.PyTreeCheckpointer().restore(
         step_dir / STATE,
         args=ocp.args.PyTreeRestore(
@@ -97,7 +99,7 @@ def load_pretrained(
     )['params']
     values = {k: v for k, v in flat_leaves(restored).items() if k in direct}
     if converted:
-        encoder = conversion.convert(restored['encoder'][conversion.source])
+        encoder = conversion.convert(restored['encoder'])
         values.update(
             (k, v) for k, v in flat_leaves({'encoder': encoder}).items() if k in converted
         )
@@ -117,10 +119,13 @@ def _like(value, leaf):
 
 @dataclasses.dataclass(frozen=True)
 class _Conversion:
-    """The checkpoint's encoder layers in layout `source`, the model's in the other one."""
+    """The checkpoint's encoder layers in layout `source`, the model's in the other one: the
+    encoder's own layers and, in a staged (MVPTR) model, its visual stage's."""
 
     source: str  # UNROLLED or SCANNED
-    metadata: Mapping[str, Any]  # the checkpoint's `encoder/<source>` subtree (array metadata)
+    # The checkpoint's layer subtrees of the encoder (array metadata): `<source>` and, when it
+    # has one, `visual_stage` (`layers/<i>` or `stack`).
+    metadata: Mapping[str, Any]
     num_layers: int
     num_cross_layers: int
 
@@ -144,38 +149,41 @@ class _Conversion:
             or crossed != set(range(num_layers - num_cross_layers, num_layers))
         ):
             return None  # not the bottom L-K plain and top K crossing layers that stacks hold
-        return cls(source, metadata['encoder'][source], num_layers, num_cross_layers)
+        encoder = metadata['encoder']
+        subtrees = {k: encoder[k] for k in (source, VISUAL_STAGE) if k in encoder}
+        return cls(source, subtrees, num_layers, num_cross_layers)
 
     def converts(self, key: str) -> bool:
         """Whether model leaf `key` comes out of the conversion."""
-        return key.startswith(f'encoder/{_other(self.source)}/')
+        return _within_layer(key, _other(self.source)) is not None
 
-    def convert(self, layers: Mapping[Any, Any]) -> dict:
-        """The checkpoint's `encoder/<source>` subtree -> {model layout: subtree}."""
-        encoder = {self.source: {int(k): v for k, v in layers.items()}}
+    def convert(self, encoder: Mapping[str, Any]) -> dict:
+        """The checkpoint's encoder layers (read from its `encoder` subtree) in the model's
+        layout: {model layout: subtree} and, with a visual stage, {'visual_stage': subtree}."""
+        layers = self._indexed(encoder)
         if self.source == UNROLLED:
-            return stack_layers(encoder, self.num_layers, self.num_cross_layers)
-        return unstack_layers(encoder)
+            return stack_layers(layers, self.num_layers, self.num_cross_layers)
+        return unstack_layers(layers)
 
     def written_as_model(self, written: Mapping[str, tuple]) -> dict[str, tuple]:
         """The checkpoint's leaf shapes with its encoder layers in the model's layout."""
         abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), self.metadata)
         converted = flat_shapes({'encoder': jax.eval_shape(self.convert, abstract)})
-        kept = {k: v for k, v in written.items() if not k.startswith(f'encoder/{self.source}/')}
+        kept = {k: v for k, v in written.items() if _within_layer(k, self.source) is None}
         return {**kept, **converted}
 
     def restore_target(self, params) -> dict:
-        """ShapeDtypeStructs for the checkpoint's `encoder/<source>` subtree.
+        """ShapeDtypeStructs for the checkpoint's layer subtrees of the encoder.
 
         A leaf takes the sharding and dtype of its model counterpart (the same leaf of a model
-        layer) with the layers axis dropped or added; a leaf without a counterpart of its shape
-        (it will not load) is restored replicated.
+        layer of the same group) with the layers axis dropped or added; a leaf without a
+        counterpart of its shape (it will not load) is restored replicated.
         """
         model = _other(self.source)
-        counterparts = {}  # leaf path within a layer -> (layer shape, dtype, source sharding)
+        counterparts = {}  # (group, path within a layer) -> (layer shape, dtype, source sharding)
         for key, leaf in flat_leaves(params).items():
-            parts = key.split('/')
-            if parts[:2] != ['encoder', model]:
+            where = _within_layer(key, model)
+            if where is None:
                 continue
             layer_shape = leaf.shape[1:] if model == SCANNED else leaf.shape
             sharding = leaf.sharding
@@ -183,19 +191,55 @@ class _Conversion:
                 spec = tuple(sharding.spec) + (None,) * (leaf.ndim - len(sharding.spec))
                 spec = spec[1:] if model == SCANNED else (None, *spec)
                 sharding = NamedSharding(sharding.mesh, P(*spec))
-            counterparts.setdefault('/'.join(parts[3:]), (tuple(layer_shape), leaf.dtype, sharding))
+            counterparts.setdefault(where, (tuple(layer_shape), leaf.dtype, sharding))
         replicated = _replicated(jax.tree.leaves(params)[0].sharding)
 
         def target(path, meta):
-            within = jax.tree_util.keystr(path[1:], simple=True, separator='/')
+            key = jax.tree_util.keystr(path, simple=True, separator='/')
             layer_shape = tuple(meta.shape[1:] if self.source == SCANNED else meta.shape)
-            shape, dtype, sharding = counterparts.get(within, (None, None, None))
+            shape, dtype, sharding = counterparts.get(
+                _within_layer(key, self.source), (None, None, None)
+            )
             if shape != layer_shape:
                 dtype, sharding = meta.dtype, replicated
             return jax.ShapeDtypeStruct(tuple(meta.shape), dtype, sharding=sharding)
 
-        tree = jax.tree_util.tree_map_with_path(target, dict(self.metadata))
-        return {int(k): v for k, v in tree.items()}
+        encoder = {'encoder': self._indexed(self.metadata)}
+        return jax.tree_util.tree_map_with_path(target, encoder)['encoder']
+
+    def _indexed(self, encoder: Mapping[str, Any]) -> dict:
+        """The layer subtrees of `encoder` in the source layout, layer and stack indices as ints
+        (the model's keys; the checkpoint's metadata has strings)."""
+        indexed = lambda tree: {int(k): v for k, v in tree.items()}  # noqa: E731
+        layers = {self.source: indexed(encoder[self.source])}
+        if VISUAL_STAGE in self.metadata:
+            visual = encoder[VISUAL_STAGE]
+            layers[VISUAL_STAGE] = (
+                {'layers': indexed(visual['layers'])}
+                if self.source == UNROLLED
+                else {'stack': visual['stack']}
+            )
+        return layers
+
+
+# Each layout's layer containers, under which a leaf's path is `<i>/<within a layer>` (a layer
+# or stack index first) or, for the visual stage's one stack, `<within a layer>`.
+_CONTAINERS = {
+    UNROLLED: (('encoder', 'encoder/layers/'), (VISUAL_STAGE, f'encoder/{VISUAL_STAGE}/layers/')),
+    SCANNED: (('encoder', 'encoder/stacks/'), (VISUAL_STAGE, f'encoder/{VISUAL_STAGE}/stack/')),
+}
+
+
+def _within_layer(key: str, layout: str) -> tuple[str, str] | None:
+    """(layer group, path within a layer) of a layer leaf in `layout`, e.g.
+    'encoder/stacks/1/feed_forward/expand/kernel' -> ('encoder', 'feed_forward/expand/kernel');
+    None for a leaf outside the layers."""
+    for group, container in _CONTAINERS[layout]:
+        if key.startswith(container):
+            rest = key[len(container) :]
+            indexed = not (group == VISUAL_STAGE and layout == SCANNED)
+            return group, rest.split('/', 1)[1] if indexed else rest
+    return None
 
 
 def _layout(keys) -> str | None:

@@ -280,7 +280,7 @@ def train_step(
         )
     sample_key = jax.random.fold_in(step_key, NEGATIVES_STREAM)
 
-    def loss_fn(params, batch, rngs, counts):
+    def loss_fn(params, batch, rngs, counts, sample_key=sample_key):
         total, aux = jnp.zeros((), jnp.float32), {}
         for model_mode, rng in zip(modes, rngs):
             terms, metrics = objective_terms(
@@ -308,8 +308,10 @@ def train_step(
 
         def microbatch_grads(part):
             microbatch, index = part
+            # Each microbatch draws afresh: dropout and the objectives' own draws alike.
             rngs = [jax.random.fold_in(rng, index) for rng in dropout_rngs]
-            (_, aux), grads = grad_fn(state.params, microbatch, rngs, counts)
+            part_key = jax.random.fold_in(sample_key, index)
+            (_, aux), grads = grad_fn(state.params, microbatch, rngs, counts, part_key)
             return grads, aux
 
         def accumulate(carry, part):

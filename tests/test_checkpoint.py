@@ -364,24 +364,41 @@ def test_fine_tuning_loads_matching_parameters_and_reports_new_and_dropped(tiny_
     assert 'loaded' in report.summary() and 'dropped' in report.summary()
 
 
-@pytest.mark.parametrize('saved_scanned', [False, True], ids=['unrolled_in', 'scanned_in'])
-def test_pretrained_loading_converts_between_encoder_layouts(tiny_data, tmp_path, saved_scanned):
+@pytest.mark.parametrize(
+    'saved_scanned, visual_stage',
+    [(False, False), (True, False), (False, True), (True, True)],
+    ids=['unrolled_in', 'scanned_in', 'unrolled_in_with_a_visual_stage', 'scanned_in_with_one'],
+)
+def test_pretrained_loading_converts_between_encoder_layouts(
+    tiny_data, tmp_path, saved_scanned, visual_stage
+):
     """A checkpoint with the encoder unrolled (`layers/<i>`) loads into a scan_layers model
-    (`stacks/<j>`) and the reverse; every leaf loads, onto the fine-tune's own mesh."""
-    config, _, _, source = model_and_state(tiny_data, {'data': 1}, scan_layers=saved_scanned)
+    (`stacks/<j>`) and the reverse, an MVPTR model's visual stage too (`visual_stage/stack` <->
+    `visual_stage/layers/<i>`); every leaf loads, onto the fine-tune's own mesh."""
+    layout = {'separate_visual_layers': visual_stage}
+    config, _, _, source = model_and_state(
+        tiny_data, {'data': 1}, scan_layers=saved_scanned, **layout
+    )
     # Every value distinct from a fresh initialisation, so nothing passes by coincidence.
     source = source.replace(params=jax.tree.map(lambda x: x + 1.0, source.params))
     save(tmp_path, source)
 
     _, _, _, fresh = model_and_state(
-        tiny_data, {'data': 1, 'fsdp': 8, 'tensor': 1}, 'fsdp', scan_layers=not saved_scanned
+        tiny_data,
+        {'data': 1, 'fsdp': 8, 'tensor': 1},
+        'fsdp',
+        scan_layers=not saved_scanned,
+        **layout,
     )
     params, report = pretrained.load_pretrained(tmp_path, fresh.params)
 
     assert report.new == [] and report.dropped == []
     assert len(report.loaded) == len(jax.tree.leaves(fresh.params))
-    layout = 'layers' if saved_scanned else 'stacks'
-    assert f'encoder/{layout}/0/self_attention/query/kernel' in report.loaded
+    layers = 'layers' if saved_scanned else 'stacks'
+    assert f'encoder/{layers}/0/self_attention/query/kernel' in report.loaded
+    if visual_stage:
+        visual = 'layers/0' if saved_scanned else 'stack'
+        assert f'encoder/visual_stage/{visual}/self_attention/query/kernel' in report.loaded
     old = jax.device_get(source.params)
     encoder = old['encoder']
     if saved_scanned:

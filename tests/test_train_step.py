@@ -12,6 +12,8 @@ from flax import nnx
 
 from semvlp_jax import objectives, train
 from semvlp_jax.models.semvlp import SemVLP
+from semvlp_jax.objectives.losses import Ratio
+from semvlp_jax.objectives.registry import OBJECTIVES, Objective
 from semvlp_jax.optimizer import parameter_groups
 from semvlp_jax.parallel.mesh import make_mesh
 from semvlp_jax.train_step import FIELDS_SWAPPED_WITH_THE_IMAGE, make_itm_pairs, train_step
@@ -188,6 +190,30 @@ def test_alternating_modes_compile_one_program_per_mode(setup, tiny_batch):
     for mode in ['single', 'two', 'single', 'two', 'single']:
         state, _ = step(state, tiny_batch, step_mode=mode)
     assert step._cache_size() == 2
+
+
+def test_each_microbatch_draws_with_a_key_of_its_own(setup, tiny_data, monkeypatch):
+    # A probe objective records the key it is given for its own draws (hard negatives, grounding
+    # picks): microbatches reusing one key would draw the same picks for different examples.
+    seen = []
+
+    def probe(model, encoded, batch):
+        key_data = jax.random.key_data(encoded.sample_key)
+        jax.debug.callback(lambda k: seen.append(bytes(np.asarray(k))), key_data)
+        return (Ratio(jnp.zeros(()), jnp.ones(())),), {}
+
+    monkeypatch.setitem(OBJECTIVES, 'probe', Objective('probe', probe, heads=()))
+    config, graphdef, optimizer, state = unpack(setup)
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.objectives = {'single': {'probe': 1.0}}
+    batch = jax.tree.map(lambda *x: np.concatenate(x), *tiny_data.val[:2])  # 16 examples
+    for microbatches in (1, 4):
+        jitted_step(config, graphdef, optimizer, microbatches)(state, batch, step_mode='single')
+    jax.effects_barrier()
+    whole, accumulated = seen[0], seen[1:]
+    assert len(accumulated) >= 4, 'the probe did not run once per microbatch'
+    assert len(set(accumulated[-4:])) == 4, 'microbatches shared a sample key'
+    assert whole not in accumulated[-4:]
 
 
 def test_four_microbatches_equal_one_step_on_the_whole_batch(setup, tiny_data):

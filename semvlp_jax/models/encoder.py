@@ -152,6 +152,8 @@ class VisualStage(nnx.Module):
         self.layers = None if scan else nnx.List([make_layer(rngs) for _ in range(size)])
 
 
+VISUAL_STAGE = 'visual_stage'  # the encoder's attribute (and parameter key) for `VisualStage`
+
 # Module types that only some modes read, with those modes: the optimizer finds them in the
 # model and gives their parameters no update in a step whose modes do not read them.
 MODE_SPECIFIC: dict[type[nnx.Module], tuple[Mode, ...]] = {
@@ -408,27 +410,38 @@ def stack_layers(encoder_params: dict, num_layers: int, num_cross_layers: int) -
     """Encoder parameters in the unrolled layout (`layers/<i>/...`) -> the scanned one.
 
     `encoder_params` is a nested dict of arrays; the result has `stacks/<j>/...` with each leaf of
-    stack j the layers' leaves stacked on a new leading axis.
+    stack j the layers' leaves stacked on a new leading axis, and the staged mode's visual layers
+    (`visual_stage/layers/<i>`, when present) as its one stack (`visual_stage/stack`).
     """
     layers = encoder_params['layers']
     stacks, first = {}, 0
     for j, size in enumerate(stack_sizes(num_layers, num_cross_layers)):
-        members = [layers[i] for i in range(first, first + size)]
-        stacks[j] = jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
+        stacks[j] = _stack_leaves([layers[i] for i in range(first, first + size)])
         first += size
     rest = {k: v for k, v in encoder_params.items() if k != 'layers'}
+    if VISUAL_STAGE in rest:
+        visual = rest[VISUAL_STAGE]['layers']
+        rest[VISUAL_STAGE] = {'stack': _stack_leaves([visual[i] for i in sorted(visual)])}
     return {**rest, 'stacks': stacks}
 
 
 def unstack_layers(encoder_params: dict) -> dict:
     """Encoder parameters in the scanned layout (`stacks/<j>/...`) -> the unrolled one: the
     inverse of `stack_layers`. The stacks' sizes are their leaves' leading axis."""
-    layers, first = {}, 0
+    layers = {}
     for j in sorted(encoder_params['stacks']):
-        stack = encoder_params['stacks'][j]
-        size = jax.tree.leaves(stack)[0].shape[0]
-        for i in range(size):
-            layers[first + i] = jax.tree.map(lambda leaf, i=i: leaf[i], stack)
-        first += size
+        layers.update(_unstack_leaves(encoder_params['stacks'][j], first=len(layers)))
     rest = {k: v for k, v in encoder_params.items() if k != 'stacks'}
+    if VISUAL_STAGE in rest:
+        rest[VISUAL_STAGE] = {'layers': _unstack_leaves(rest[VISUAL_STAGE]['stack'], first=0)}
     return {**rest, 'layers': layers}
+
+
+def _stack_leaves(layers: list) -> Any:
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *layers)
+
+
+def _unstack_leaves(stack, first: int) -> dict:
+    """A stack's layers as {first + i: layer i}."""
+    size = jax.tree.leaves(stack)[0].shape[0]
+    return {first + i: jax.tree.map(lambda leaf, i=i: leaf[i], stack) for i in range(size)}

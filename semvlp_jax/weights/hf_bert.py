@@ -363,14 +363,7 @@ def _unrolled_shapes(params) -> dict[str, tuple[int, ...]]:
     if 'stacks' not in params['encoder']:
         return flat_shapes(params)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-    visual = abstract['encoder'].pop('visual_stage', None)
     abstract['encoder'] = jax.eval_shape(unstack_layers, abstract['encoder'])
-    if visual is not None:
-        size = jax.tree.leaves(visual['stack'])[0].shape[0]
-        one = lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype)  # noqa: E731
-        abstract['encoder']['visual_stage'] = {
-            'layers': {i: jax.tree.map(one, visual['stack']) for i in range(size)}
-        }
     return flat_shapes(abstract)
 
 
