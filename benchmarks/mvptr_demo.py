@@ -163,17 +163,14 @@ def zero_shot_retrieval(
     shortlist + ITM re-rank; all pairs by ITM without `vsc`; None without `rerank`) and VSC
     alone (None without `vsc`)."""
     out = dict.fromkeys(('vsc_t2i_r1', 'vsc_i2t_r1', 'rerank_t2i_r1', 'rerank_i2t_r1'))
+    similarity = None
     if vsc:
-        texts = context.predict_all(retrieval.predict_text_embeddings, params, 'staged', val.texts)
-        images = context.predict_all(
-            retrieval.predict_image_embeddings, params, 'staged', val.images
-        )
-        similarity = texts['embedding'] @ images['embedding'].T  # [texts, images]
+        similarity = retrieval.embedding_similarity(context, params, 'staged', val)
         recalls = recall_at_k(similarity.T, similarity, val.text_image, ks=(1,))
         out.update(vsc_t2i_r1=recalls['t2i_r1'] / 100, vsc_i2t_r1=recalls['i2t_r1'] / 100)
     if rerank:
         k = task.config.task.shortlist_k if vsc else 0
-        i2t, t2i = retrieval.score_matrices(context, params, 'staged', val, k)
+        i2t, t2i = retrieval.score_matrices(context, params, 'staged', val, k, similarity)
         recalls = recall_at_k(i2t, t2i, val.text_image, ks=(1,))
         out.update(rerank_t2i_r1=recalls['t2i_r1'] / 100, rerank_i2t_r1=recalls['i2t_r1'] / 100)
     return out

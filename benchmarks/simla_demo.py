@@ -190,16 +190,13 @@ def zero_shot_retrieval(
     config.task.eval_images = images
     task = retrieval.Retrieval(config, workdir / 'zero_shot_retrieval', 0, 1)
     val = task.validation_examples(task.elements(task.records('val'), 'val'))
-    texts = context.predict_all(retrieval.predict_text_embeddings, params, 'fuse', val.texts)
-    image_embeddings = context.predict_all(
-        retrieval.predict_image_embeddings, params, 'fuse', val.images
-    )
-    similarity = texts['embedding'] @ image_embeddings['embedding'].T  # [texts, images]
+    similarity = retrieval.embedding_similarity(context, params, 'fuse', val)
     itc = recall_at_k(similarity.T, similarity, val.text_image, ks=(1,))
     out = {'itc_t2i_r1': itc['t2i_r1'] / 100, 'itc_i2t_r1': itc['i2t_r1'] / 100}
     out.update(rerank_t2i_r1=None, rerank_i2t_r1=None)
     if rerank:
-        i2t, t2i = retrieval.score_matrices(context, params, 'fuse', val, config.task.shortlist_k)
+        k = config.task.shortlist_k
+        i2t, t2i = retrieval.score_matrices(context, params, 'fuse', val, k, similarity)
         reranked = recall_at_k(i2t, t2i, val.text_image, ks=(1,))
         out.update(rerank_t2i_r1=reranked['t2i_r1'] / 100, rerank_i2t_r1=reranked['i2t_r1'] / 100)
     return out

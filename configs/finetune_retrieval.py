@@ -9,7 +9,8 @@ Trains ITM (negatives from the global batch) and ITC (a new contrastive head on 
 bottom layers). Evaluation ranks the 5 * eval_images captions of eval_images validation images:
 the contrastive embeddings shortlist the top shortlist_k candidates per query and ITM re-ranks
 them (shortlist_k=0 scores every pair by ITM). Reports R@1/5/10 both ways and their sum (as
-fractions; WORKDIR/retrieval/ keeps the percentages per evaluation).
+fractions; WORKDIR/retrieval/ keeps the percentages per evaluation), and R@1 both ways and rsum
+of the contrastive embeddings' own order (`retrieval_shortlist_*`).
 
 From an MVPTR run (`configs/mvptr_demo.py`, workdir /tmp/mvptr_demo):
     python -m semvlp_jax.main --config configs/finetune_retrieval.py:mode=staged \

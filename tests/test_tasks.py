@@ -4,6 +4,7 @@ import collections
 import json
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -239,6 +240,27 @@ def test_a_shortlist_as_long_as_the_candidates_gives_the_all_pairs_scores():
     # k=1: one ITM-scored candidate per query, the rest at -inf.
     i2t, t2i = retrieval.score_matrices(context, None, 'two', data, k=1)
     assert (np.isfinite(i2t).sum(1) == 1).all() and (np.isfinite(t2i).sum(1) == 1).all()
+
+
+def test_retrieval_reports_the_re_ranked_recalls_and_the_shortlists_own(tmp_path):
+    # Two images, two captions each. The embeddings rank every caption's own image first; the
+    # ITM scores prefer the other image for every caption and the other image's captions.
+    task = retrieval.Retrieval.__new__(retrieval.Retrieval)
+    task.val_examples = types.SimpleNamespace(text_image=np.array([0, 0, 1, 1]))
+    similarity = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.3, 0.7]])  # [texts, images]
+    i2t = np.array([[0.0, 1.0, 2.0, 0.0], [0.0, 3.0, 0.0, 0.0]])  # [images, texts]
+    t2i = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])  # [texts, images]
+    metrics, files = task.score((i2t, t2i, similarity))
+    assert metrics['retrieval_t2i_r1'] == 0.0 and metrics['retrieval_i2t_r1'] == 0.0
+    assert metrics['retrieval_shortlist_t2i_r1'] == 1.0
+    assert metrics['retrieval_shortlist_i2t_r1'] == 1.0
+    assert metrics['retrieval_shortlist_rsum'] == pytest.approx(6.0)
+    files[0].write(tmp_path / 'recall.json')
+    written = json.loads((tmp_path / 'recall.json').read_text())
+    assert written['t2i_r1'] == 0.0 and written['shortlist']['t2i_r1'] == 100.0
+    # Without a shortlist (ITM on every pair) there is no second ranking to report.
+    metrics, _ = task.score((i2t, t2i, None))
+    assert not any(key.startswith('retrieval_shortlist') for key in metrics)
 
 
 def test_answer_vocabulary_keeps_frequent_answers_most_frequent_first():

@@ -88,9 +88,23 @@ def shortlist(similarity: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return i2t, t2i
 
 
-def score_matrices(context, params, mode: str, data: RetrievalSet, k: int | None):
+def embedding_similarity(context, params, mode: str, data: RetrievalSet) -> np.ndarray:
+    """The contrastive embeddings' similarity [texts, images]: the shortlist's order."""
+    num_images = len(next(iter(data.images.values())))  # region fields or pixels
+    num_texts = len(data.text_image)
+    texts = context.predict(
+        predict_text_embeddings, params, mode, num_texts, base.take(data.texts)
+    )['embedding']
+    images = context.predict(
+        predict_image_embeddings, params, mode, num_images, base.take(data.images)
+    )['embedding']
+    return texts @ images.T
+
+
+def score_matrices(context, params, mode: str, data: RetrievalSet, k: int | None, similarity=None):
     """(i2t [images, texts], t2i [texts, images]) scores: ITM on the shortlisted pairs (or all
-    pairs), -inf elsewhere."""
+    pairs), -inf elsewhere. The shortlist ranks by `similarity` [texts, images], computed by
+    `embedding_similarity` unless given."""
     num_images = len(next(iter(data.images.values())))  # region fields or pixels
     num_texts = len(data.text_image)
     if not k:
@@ -100,13 +114,9 @@ def score_matrices(context, params, mode: str, data: RetrievalSet, k: int | None
             'score'
         ].reshape(num_images, num_texts)
         return scores, scores.T
-    texts = context.predict(
-        predict_text_embeddings, params, mode, num_texts, base.take(data.texts)
-    )['embedding']
-    images = context.predict(
-        predict_image_embeddings, params, mode, num_images, base.take(data.images)
-    )['embedding']
-    i2t_pairs, t2i_pairs = shortlist(texts @ images.T, k)
+    if similarity is None:
+        similarity = embedding_similarity(context, params, mode, data)
+    i2t_pairs, t2i_pairs = shortlist(similarity, k)
     pairs, where = np.unique(np.concatenate([i2t_pairs, t2i_pairs]), axis=0, return_inverse=True)
     scores = context.predict(predict_matching, params, mode, len(pairs), data.pair_rows(pairs))
     scores = scores['score'][where.ravel()]
@@ -159,15 +169,27 @@ class Retrieval(base.RecordTask):
         return RetrievalSet(val, self.encode, self.images)
 
     def predict(self, context: base.EvalContext, params, mode: str):
-        return score_matrices(
-            context, params, mode, self.val_examples, self.config.task.shortlist_k
-        )
+        """(i2t, t2i) ITM scores and the shortlist's similarity [texts, images] (None when
+        ITM scores every pair)."""
+        k, data = self.config.task.shortlist_k, self.val_examples
+        similarity = embedding_similarity(context, params, mode, data) if k else None
+        return (*score_matrices(context, params, mode, data, k, similarity), similarity)
 
-    def score(self, predictions: tuple[np.ndarray, np.ndarray]):
-        i2t, t2i = predictions
-        recalls = retrieval_eval.recall_at_k(i2t, t2i, self.val_examples.text_image)
-        write = lambda path: path.write_text(json.dumps(recalls))  # noqa: E731
+    def score(self, predictions: tuple[np.ndarray, np.ndarray, np.ndarray | None]):
+        """Recalls of the task's ranking (the ITM re-ranked shortlist) as `retrieval_<key>`,
+        and those of the contrastive embeddings' own order as `retrieval_shortlist_<key>`
+        (R@1 both ways and rsum): what the re-ranking adds, or costs."""
+        i2t, t2i, similarity = predictions
+        text_image = self.val_examples.text_image
+        recalls = retrieval_eval.recall_at_k(i2t, t2i, text_image)
         metrics = {f'retrieval_{k}': v / 100 for k, v in recalls.items()}
+        if similarity is not None:
+            own = retrieval_eval.recall_at_k(similarity.T, similarity, text_image)
+            recalls = {**recalls, 'shortlist': own}
+            metrics.update(
+                {f'retrieval_shortlist_{k}': own[k] / 100 for k in ('i2t_r1', 't2i_r1', 'rsum')}
+            )
+        write = lambda path: path.write_text(json.dumps(recalls))  # noqa: E731
         return metrics, [base.ResultFile('recall', '.json', write)]
 
     @classmethod
