@@ -16,6 +16,7 @@ from semvlp_jax.data.concepts import ObjectNames
 from semvlp_jax.data.image_index import ImageIndex
 from semvlp_jax.data.records import PHRASE_SEPARATOR, CaptionRecord
 from semvlp_jax.errors import ConfigError
+from semvlp_jax.tasks import retrieval
 from semvlp_jax.workdir import RunDir
 from tests import raw_files as rf
 from tests.conftest import tiny_config
@@ -404,6 +405,39 @@ def test_built_batches_carry_region_tags_and_record_phrases(built, tmp_path):
     held = val['text_ids'][rows, val['phrase_positions'][rows, slots]]
     assert (((held >= v) & (held < v + len(KEPT))) | (held == t.mask_id)).all()
     assert (val['mcr_targets'][val['mcr_weights'] > 0] < v).all()
+
+
+def test_a_fine_tune_on_built_data_reads_the_runs_phrases_and_the_regions_tags(built, tmp_path):
+    """A retrieval fine-tune of an MVPTR run on these records (what `finetune_retrieval.py:
+    data=DIR,mode=staged` reads, at test size): each caption's phrases through the run's phrase
+    vocabulary after its words, each image's tags through the objects vocabulary, unmasked."""
+    run = tmp_path / 'run'
+    pretraining(concept_config(built), run)  # fixes the run's tokenizer and phrases.json
+    config = concept_config(built)
+    config.data.sources = {}
+    config.init_from = str(run)
+    config.task = dict(name='retrieval', dataset='caption_records', val_split='val')
+    config.task.update(eval_images=2, shortlist_k=0, train_examples=0)
+    task = retrieval.Retrieval(config, tmp_path / 'fine_tune', 0, 1)
+    assert RunDir(tmp_path / 'fine_tune').phrases.read_text() == RunDir(run).phrases.read_text()
+    t, v, phrases = task.tokenizer, task.tokenizer.vocab_size, task.concepts.phrases
+    store = images.region_store(config.data)
+    by_features = {store(name)['region_features'].tobytes(): name for name in OBJECTS}
+    phrases_of = {text: stored(p) for _, text, p in TRAIN}
+    rng, seen = np.random.default_rng(0), set()
+    for group in task.elements(task.records('train'), 'train') * 3:
+        example = task.example(group, rng)
+        ids, mask = example['text_ids'], example['text_mask'].astype(bool)
+        text = t.decode(ids[mask & (ids < v)])
+        seen.add(text)
+        kept = [phrases.id(p) for p in phrases_of[text] if p in KEPT][:3]
+        assert ids[mask].tolist() == [t.cls_id, *t.encode(text), *kept, t.sep_id], text
+        name = by_features[example['region_features'].tobytes()]
+        tags = [CLASS_NAMES[i] for i in OBJECTS[name][:4] if i >= 0]
+        real = example['tag_mask'] == 1
+        assert t.decode(example['tag_ids'][real]) == ' '.join(tags)
+        assert t.mask_id not in ids and t.mask_id not in example['tag_ids']
+    assert seen == {text for _, text, _ in TRAIN}
 
 
 def test_built_concepts_are_refused_without_regions_or_a_vocabulary(built, tmp_path):
