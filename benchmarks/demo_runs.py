@@ -1,19 +1,59 @@
-"""What the recipe benchmarks (simla_demo.py, mvptr_demo.py) share: a run trained once in its
-workdir (read back when it finished), and an evaluation context over this machine's devices."""
+"""What the recipe benchmarks (simla_demo.py, mvptr_demo.py) share: their command line, a run
+trained once in its workdir (read back when it finished), and an evaluation context over this
+machine's devices."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import time
+from collections.abc import Sequence
 
 import jax
 import ml_collections
+from absl import logging
 
 from semvlp_jax import tasks, train
 from semvlp_jax.inference import TrainedRun
 from semvlp_jax.parallel import mesh as mesh_lib
 from semvlp_jax.parallel import sharding
+from semvlp_jax.progress import show_progress
+
+
+def arguments(description: str, workdir: str, runs: Sequence[str]) -> argparse.ArgumentParser:
+    """The options every recipe benchmark takes; a benchmark adds its own, then calls
+    `selected_runs`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--workdir', default=workdir, help='root of the run workdirs')
+    parser.add_argument('--only', default=','.join(runs), help=f'runs, of {",".join(runs)}')
+    parser.add_argument('--steps', type=int, default=0, help="0: the demo's total_steps")
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--eval_batches', type=int, default=0, help="0: the demo's")
+    parser.add_argument('--output', default='', help='a JSON file for the results')
+    parser.add_argument('--verbose', action='store_true', help="the trainer's progress lines")
+    return parser
+
+
+def selected_runs(parser: argparse.ArgumentParser, runs: Sequence[str]):
+    """(parsed arguments, the runs `--only` names), refusing unknown ones; the trainer's
+    progress lines only with `--verbose`."""
+    args = parser.parse_args()
+    names = args.only.split(',')
+    unknown = sorted(set(names) - set(runs))
+    if unknown:
+        parser.error(f'unknown runs {unknown}; known: {list(runs)}')
+    if args.verbose:
+        show_progress()
+    else:
+        logging.set_verbosity(logging.WARNING)
+    return args, names
+
+
+def run_workdir(args, name: str, config: ml_collections.ConfigDict) -> pathlib.Path:
+    """Where run `name` trains: one directory per run, budget, seed and evaluation size."""
+    tag = f'{name}_steps{config.total_steps}_seed{args.seed}_eval{config.eval_batches}'
+    return pathlib.Path(args.workdir) / tag
 
 
 def trained(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[dict, float | None]:

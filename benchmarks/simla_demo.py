@@ -31,7 +31,6 @@ Not a test: figures depend on the machine and the budget.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import json
@@ -44,15 +43,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # configs
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import logging  # noqa: E402
-from demo_runs import eval_context, trained  # noqa: E402
+from demo_runs import arguments, eval_context, run_workdir, selected_runs, trained  # noqa: E402
 from step_throughput import measured_peak_flops  # noqa: E402
 
 from configs import finetune_retrieval, simla_demo  # noqa: E402
 from semvlp_jax.data import pipeline, synthetic  # noqa: E402
 from semvlp_jax.evaluators.retrieval import recall_at_k  # noqa: E402
 from semvlp_jax.inference import TrainedRun  # noqa: E402
-from semvlp_jax.progress import show_progress  # noqa: E402
 from semvlp_jax.tasks import base, retrieval  # noqa: E402
 
 OBJECTIVES = ('itc_momentum', 'itm_hard', 'xmm_text', 'xmm_image', 'psl')
@@ -253,30 +250,14 @@ def baseline_lines(first: dict) -> tuple[list[str], dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--workdir', default='/tmp/simla_bench', help='root of the run workdirs')
-    parser.add_argument('--only', default=','.join(RUNS), help=f'runs, of {",".join(RUNS)}')
-    parser.add_argument('--steps', type=int, default=0, help="0: the demo's total_steps")
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--eval_batches', type=int, default=0, help="0: the demo's")
+    parser = arguments(__doc__.split('\n\n')[0], '/tmp/simla_bench', RUNS)
     parser.add_argument('--retrieval_images', type=int, default=100)
-    parser.add_argument('--output', default='', help='a JSON file for the table and baselines')
-    parser.add_argument('--verbose', action='store_true', help="the trainer's progress lines")
-    args = parser.parse_args()
-    names = args.only.split(',')
-    unknown = sorted(set(names) - set(RUNS))
-    if unknown:
-        parser.error(f'unknown runs {unknown}; known: {list(RUNS)}')
-    if args.verbose:
-        show_progress()
-    else:
-        logging.set_verbosity(logging.WARNING)
+    args, names = selected_runs(parser, RUNS)
     peak = measured_peak_flops('float32') / 1e9
     results = []
     for name in names:
         config = run_config(name, args.steps, args.seed, args.eval_batches)
-        tag = f'{name}_steps{config.total_steps}_seed{args.seed}_eval{config.eval_batches}'
-        results.append(measure(name, config, pathlib.Path(args.workdir) / tag, args))
+        results.append(measure(name, config, run_workdir(args, name, config), args))
     config = results[0]['config']
     print(
         f'\nSIMLA demo, {config.total_steps} steps, seed {args.seed}, {config.eval_batches} '
